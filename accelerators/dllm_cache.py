@@ -1,0 +1,203 @@
+"""``dllm-cache``: dLLM-Cache (adaptive feature caching with V-verify) on the block protocol.
+
+Reference: dLLM-Cache (maomaocun/dLLM-cache, "dLLM-Cache: Accelerating Diffusion Large
+Language Models with Adaptive Caching", 2025): ``dllm_cache/hooks/cache_hook_LLaDA.py``
+(``cache_hook_feature``, ``refresh_index``), ``dllm_cache/cache`` (``dLLMCache``: step
+counter, ``refresh_gen`` / ``refresh_prompt``) and ``demo_LLaDA.py`` (the settings it ships:
+``prompt_interval_steps=100, gen_interval_steps=7, transfer_ratio=0.25``; the config class's
+own defaults 1 / 1 / 0.0 turn caching off).
+
+Per layer the reference caches K, V, the attention output and the MLP output (both before
+the residual add), separately for the prompt (here: the condition positions [P, L)) and the
+generated tokens (here: the image positions [0, P)), each refreshed every
+``prompt_interval`` / ``gen_interval`` steps (step index % interval == 0). On a step that
+does not refresh the image part, "V-verify": the value projection of all image tokens is
+recomputed from the layer input, the ``int(P * transfer_ratio)`` tokens whose new V is least
+cosine-similar to the cached V (over the whole width D, per row) are recomputed fully
+(q, k, attention against the cached K/V, MLP), every image token's cached V is replaced by
+its new V, and all others reuse their cached attention / MLP outputs. The layer input is
+always the running hidden state: fresh embedding + the (cached or fresh) outputs of the
+layers below, so a changed token still moves its V.
+
+On the block protocol: ``block.value`` is the V pass, ``block.qkv`` runs on the selected rows
+(V of those rows is computed twice: a ``transfer_ratio`` fraction of one projection),
+``block.attend`` attends to the cache after the fresh K/V are written in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from accelerators._cache_common import condition_positions, require_fraction, require_int
+from bench.forward import gather_positions, logits_of, write_kv
+from bench.hookspecs import hookimpl
+from bench.protocol import BaseModel, Block, Counts, LayerKV, StepContext, StepOutput
+from bench.specs import AcceleratorSpec
+
+
+@dataclass(frozen=True)
+class DLLMCacheConfig:
+    """Knobs of dLLM-Cache (defaults: the reference's ``demo_LLaDA.py``).
+
+    prompt_interval: refresh the condition positions every this many steps (100, i.e. only
+        at step 0 for image models). Lower: fresher condition features, slower.
+    gen_interval: refresh all image positions every this many steps (7). Lower: more full
+        steps (slower), fresher features. ``gen_interval = prompt_interval = 1`` = vanilla.
+    transfer_ratio: fraction of image positions V-verify recomputes on the other steps
+        (0.25). Higher: slower, closer to vanilla; 0: pure reuse between refreshes.
+    steps: N; 0 means the base model's default N.
+    """
+
+    prompt_interval: int = 100
+    gen_interval: int = 7
+    transfer_ratio: float = 0.25
+    steps: int = 0
+
+
+def value_change_scores(v_new: Tensor, v_cached: Tensor) -> Tensor:
+    """Cosine similarity of each token's value vector, over all heads: (B, H, Q, Dh) x2 -> (B, Q).
+
+    Equals ``F.cosine_similarity`` on the heads concatenated to width D (``refresh_index``),
+    without materialising the transposes."""
+    dot = (v_new * v_cached).sum(dim=(1, 3))
+    norms = v_new.square().sum(dim=(1, 3)).sqrt() * v_cached.square().sum(dim=(1, 3)).sqrt()
+    return dot / norms.clamp_min(1e-8)
+
+
+def select_changed(v_new: Tensor, v_cached: Tensor, count: int) -> Tensor:
+    """V-verify: the ``count`` tokens whose value moved most (lowest cosine): (B, count)."""
+    return torch.topk(value_change_scores(v_new, v_cached), count, dim=-1, largest=False).indices
+
+
+@dataclass
+class _LayerCache:
+    kv: LayerKV  # (B, H, L, Dh) each
+    attn: Tensor  # (B, L, D) attention output before the residual add
+    mlp: Tensor  # (B, L, D) MLP output before the residual add
+
+
+class DLLMCache:
+    """Full refreshes cache K/V/attention/MLP per layer; other steps recompute the condition
+    part on its interval, the image part on its interval, else the V-verify selection."""
+
+    def __init__(self, config: DLLMCacheConfig) -> None:
+        require_int("dllm-cache", "prompt_interval", config.prompt_interval, 1)
+        require_int("dllm-cache", "gen_interval", config.gen_interval, 1)
+        require_fraction("dllm-cache", "transfer_ratio", config.transfer_ratio)
+        require_int("dllm-cache", "steps", config.steps, 0)
+        self.config = config
+        self.counts = Counts()
+        self._layers: list[_LayerCache] | None = None
+
+    def num_steps(self, default_steps: int) -> int:
+        return self.config.steps or default_steps
+
+    def reset(self, model: BaseModel, batch_rows: int) -> None:
+        self.counts = Counts()
+        self._layers = None
+
+    @torch.no_grad()
+    def step(self, model: BaseModel, ctx: StepContext) -> StepOutput:
+        cfg = self.config
+        refresh_gen = ctx.step % cfg.gen_interval == 0
+        refresh_prompt = ctx.step % cfg.prompt_interval == 0
+        h = model.embed(ctx.tokens, ctx.cond)  # (B, L, D): the fresh embedding, every step
+        if (refresh_gen and refresh_prompt) or self._layers is None:
+            h = self._full(model, h)
+            self.counts.full_forwards += 1
+        else:
+            h = self._partial(model, h, refresh_gen, refresh_prompt)
+        features = model.final_features(h)
+        return StepOutput(logits=logits_of(model, features), features=features)
+
+    def _full(self, model: BaseModel, h: Tensor) -> Tensor:
+        """All positions of every layer (the same ops as ``block_forward``), caching everything."""
+        layers = []
+        for block in model.blocks:
+            q, k, v = block.qkv(h)
+            attn = block.attend(q, k, v)
+            h = h + attn
+            mlp = block.mlp(h)
+            h = h + mlp
+            layers.append(_LayerCache(LayerKV(k, v), attn, mlp))
+        self._layers = layers
+        return h
+
+    def _partial(self, model: BaseModel, h: Tensor, refresh_gen: bool, refresh_prompt: bool) -> Tensor:
+        assert self._layers is not None
+        P, L, B = model.num_image_tokens, model.seq_len, h.shape[0]
+        if refresh_gen:  # not refresh_prompt: one contiguous range, sliced instead of gathered
+            for block, cache in zip(model.blocks, self._layers):
+                h = _recompute_range(block, cache, h, 0, P)
+            self.counts.partial_forwards += 1
+            self.counts.partial_positions += P / L
+            return h
+        fixed: list[Tensor] = []  # positions recomputed in every layer this step
+        if refresh_prompt:
+            fixed.append(condition_positions(model, B, h.device))
+        verify = int(P * self.config.transfer_ratio)  # V-verify count
+        queries = 0
+        for block, cache in zip(model.blocks, self._layers):
+            parts = list(fixed)
+            if verify > 0:
+                parts.append(self._verify(block, cache, h[:, :P], verify))
+            if parts:
+                positions = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # (B, Q)
+                queries = positions.shape[1]
+                h = _recompute_layer(block, cache, h, positions)
+            else:  # nothing to recompute: cached outputs only
+                h = h + cache.attn + cache.mlp
+        if queries:  # (the V-verify value pass over all image tokens is part of this forward)
+            self.counts.partial_forwards += 1
+            self.counts.partial_positions += queries / L
+        else:
+            self.counts.other_calls += 1  # no block ran: embedding + final layers + head only
+        return h
+
+    @staticmethod
+    def _verify(block: Block, cache: _LayerCache, h_image: Tensor, count: int) -> Tensor:
+        """Recompute V of all image tokens, pick the ``count`` that changed most, store the new V."""
+        P = h_image.shape[1]
+        v_new = block.value(h_image)  # (B, H, P, Dh)
+        chosen = select_changed(v_new, cache.kv.v[:, :, :P], count)  # (B, count)
+        cache.kv.v[:, :, :P] = v_new  # the reference keeps every image token's new V
+        return chosen
+
+
+def _recompute_range(block: Block, cache: _LayerCache, h: Tensor, start: int, stop: int) -> Tensor:
+    """``_recompute_layer`` for the contiguous positions [start, stop) (slices, no gather)."""
+    q, k, v = block.qkv(h[:, start:stop])  # (B, H, Q, Dh)
+    cache.kv.k[:, :, start:stop] = k
+    cache.kv.v[:, :, start:stop] = v
+    cache.attn[:, start:stop] = block.attend(q, cache.kv.k, cache.kv.v)
+    h = h + cache.attn
+    cache.mlp[:, start:stop] = block.mlp(h[:, start:stop])
+    return h + cache.mlp
+
+
+def _recompute_layer(block: Block, cache: _LayerCache, h: Tensor, positions: Tensor) -> Tensor:
+    """One layer with fresh q/k/v, attention and MLP at ``positions`` (B, Q) and cached
+    outputs elsewhere. h: (B, L, D) layer input -> layer output (B, L, D)."""
+    q, k, v = block.qkv(gather_positions(h, positions))  # (B, H, Q, Dh)
+    write_kv(cache.kv, positions, k, v)
+    idx = positions[..., None].expand(-1, -1, h.shape[-1])  # (B, Q, D)
+    cache.attn.scatter_(1, idx, block.attend(q, cache.kv.k, cache.kv.v))
+    h = h + cache.attn
+    cache.mlp.scatter_(1, idx, block.mlp(torch.gather(h, 1, idx)))
+    return h + cache.mlp
+
+
+@hookimpl
+def register_accelerators(register):
+    register(
+        AcceleratorSpec(
+            name="dllm-cache",
+            config_cls=DLLMCacheConfig,
+            factory=DLLMCache,
+            description="dLLM-Cache: interval refreshes + V-verify recomputation of the most changed tokens",
+            default_sweep=({"gen_interval": 2}, {"gen_interval": 4}, {}),
+        )
+    )

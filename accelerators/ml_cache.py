@@ -1,0 +1,148 @@
+"""``ml-cache``: Lumina-DiMOO's ML-Cache (max-logit cache) on the block protocol.
+
+Reference: Lumina-DiMOO (Alpha-VLLM/Lumina-DiMOO, "Lumina-DiMOO: An Omni Diffusion Large
+Language Model for Multi-Modal Generation and Understanding", 2025):
+``generators/image_generation_generator.py`` (``generate_image``: refresh schedule and the
+to-compute mask) and ``model/modeling_llada.py`` (``LLaDAModel.forward`` / ``LLaDALlamaBlock``:
+per-layer K/V cache, logit cache, queries restricted to the to-compute positions).
+
+What the reference does, step by step:
+
+* refresh steps (``step <= int(N * warmup_ratio)`` or ``(step - that) % refresh_interval == 0``)
+  run the full model and cache every layer's K/V and the logits;
+* after every step whose successor is not a refresh step, the confidence of each position is
+  the max logit over the image codebook of the logits that step returned (the cache merged
+  with the fresh rows), and the positions at or below the ``1 - cache_ratio`` quantile of
+  it (per row, ``torch.quantile``, linear interpolation, *all* positions: masked and already
+  revealed alike) are marked to compute;
+* cached steps run the blocks only on the marked positions, which attend to the cached K/V
+  of all positions after their fresh K/V are written in; their logits overwrite the logit
+  cache, every other position reuses its cached logits.
+
+Differences, all forced by our protocol or the batched setting:
+
+* a fixed count per row keeps tensors rectangular: ``floor((1 - cache_ratio) * (P - 1)) + 1``
+  lowest-confidence image positions, exactly the number of values at or below a linearly
+  interpolated quantile when there are no ties (ties are broken by ``topk``);
+* the reference ranks condition (prompt) positions with the image ones by their
+  image-codebook max logit, which our heads do not produce; ``recompute_condition`` treats
+  them as always selected (default, cost (L - P) / L per cached step) or never.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from accelerators._cache_common import require_fraction, require_int, with_condition
+from bench.forward import full_forward, logits_of, partial_forward, scatter_positions
+from bench.hookspecs import hookimpl
+from bench.protocol import BaseModel, Counts, LayerKV, StepContext, StepOutput
+from bench.specs import AcceleratorSpec
+
+
+@dataclass(frozen=True)
+class MLCacheConfig:
+    """Knobs of ML-Cache (defaults: ``generate_image`` in Lumina-DiMOO).
+
+    cache_ratio: fraction of image positions that reuse cached logits/K/V on a cached step
+        (0.9). Higher: cheaper cached steps, more stale positions.
+    warmup_ratio: steps ``0 .. int(N * warmup_ratio)`` are all full (0.3). Lower: more cached
+        steps (faster) during the early steps, where the image changes most.
+    refresh_interval: after the warm-up, every refresh_interval-th step is full (5). Higher:
+        fewer full steps (faster), staler caches. 1 disables caching (= vanilla).
+    recompute_condition: recompute the condition positions on every cached step (True),
+        or keep their cached K/V (False, slightly cheaper for long prompts).
+    steps: N; 0 means the base model's default N.
+    """
+
+    cache_ratio: float = 0.9
+    warmup_ratio: float = 0.3
+    refresh_interval: int = 5
+    recompute_condition: bool = True
+    steps: int = 0
+
+
+def is_refresh_step(step: int, num_steps: int, warmup_ratio: float, refresh_interval: int) -> bool:
+    """Lumina-DiMOO's ``refresh_steps``: full during the warm-up and every refresh_interval after."""
+    warmup_step = int(num_steps * warmup_ratio)
+    return step <= warmup_step or (step - warmup_step) % refresh_interval == 0
+
+
+def recompute_count(num_positions: int, cache_ratio: float) -> int:
+    """How many of ``num_positions`` a cached step recomputes: the count of values at or below
+    the linearly interpolated ``1 - cache_ratio`` quantile (no ties)."""
+    return min(num_positions, math.floor((1.0 - cache_ratio) * (num_positions - 1)) + 1)
+
+
+def least_confident_positions(logits: Tensor, count: int) -> Tensor:
+    """(B, P, V) cached logits -> (B, count) image positions with the lowest max logit."""
+    confidence = logits.amax(dim=-1)  # (B, P): max logit over the image codebook
+    return torch.topk(confidence, count, dim=-1, largest=False).indices
+
+
+class MLCache:
+    """Full steps cache K/V, logits and features; cached steps recompute the least confident
+    positions only (per row, so each CFG stream keeps its own choice)."""
+
+    def __init__(self, config: MLCacheConfig) -> None:
+        owner = "ml-cache"
+        require_fraction(owner, "cache_ratio", config.cache_ratio, upper_open=True)
+        require_fraction(owner, "warmup_ratio", config.warmup_ratio)
+        require_int(owner, "refresh_interval", config.refresh_interval, 1)
+        require_int(owner, "steps", config.steps, 0)
+        self.config = config
+        self.counts = Counts()
+        self._kv: list[LayerKV] | None = None
+        self._logits: Tensor | None = None  # (B, P, V) logit cache
+        self._features: Tensor | None = None  # (B, L, D) feature cache
+
+    def num_steps(self, default_steps: int) -> int:
+        return self.config.steps or default_steps
+
+    def reset(self, model: BaseModel, batch_rows: int) -> None:
+        self.counts = Counts()
+        self._kv = self._logits = self._features = None
+
+    @torch.no_grad()
+    def step(self, model: BaseModel, ctx: StepContext) -> StepOutput:
+        cfg = self.config
+        refresh = is_refresh_step(ctx.step, ctx.num_steps, cfg.warmup_ratio, cfg.refresh_interval)
+        if refresh or self._kv is None:
+            features, self._kv = full_forward(model, ctx.tokens, ctx.cond)  # (B, L, D)
+            self._features, self._logits = features, logits_of(model, features)
+            self.counts.full_forwards += 1
+            return StepOutput(logits=self._logits, features=features)
+
+        assert self._logits is not None and self._features is not None
+        count = recompute_count(model.num_image_tokens, cfg.cache_ratio)
+        image_pos = least_confident_positions(self._logits, count)  # (B, count)
+        query_pos = with_condition(image_pos, model) if cfg.recompute_condition else image_pos
+        fresh = partial_forward(model, ctx.tokens, ctx.cond, query_pos, self._kv)  # (B, Q, D)
+        fresh_logits = model.head(fresh[:, :count], image_pos)  # (B, count, V)
+        # out of place: the tensors handed to the loop are never modified afterwards
+        self._logits = scatter_positions(self._logits, image_pos, fresh_logits.to(self._logits.dtype))
+        self._features = scatter_positions(self._features, query_pos, fresh)
+        self.counts.partial_forwards += 1
+        self.counts.partial_positions += query_pos.shape[1] / model.seq_len
+        return StepOutput(logits=self._logits, features=self._features)
+
+
+@hookimpl
+def register_accelerators(register):
+    register(
+        AcceleratorSpec(
+            name="ml-cache",
+            config_cls=MLCacheConfig,
+            factory=MLCache,
+            description="Lumina-DiMOO ML-Cache: recompute only the least confident positions between refreshes",
+            default_sweep=(
+                {"cache_ratio": 0.5, "refresh_interval": 3},
+                {},
+                {"cache_ratio": 0.9, "warmup_ratio": 0.15, "refresh_interval": 8},
+            ),
+        )
+    )

@@ -1,0 +1,154 @@
+"""``shortcut``: MIGM-Shortcut inference, B full steps out of N, a learned shortcut in between.
+
+Reference: Zhu et al., arXiv 2602.23996; Kaiwen-Zhu/MIGM-Shortcut,
+``MaskGIT-Shortcut/Trainer/vit.py`` (``MaskGIT.sample_shortcut``). A full step is the
+vanilla base-model forward of both CFG streams and yields the last-layer features. On the
+other steps the shortcut network maps the previous step's features (both streams, the rows
+of the stacked batch), the tokens that step revealed and the mask ratio (fraction of image
+tokens still masked, ``mask.float().mean()`` in the reference) to the next features, and the
+logits come from the base model's own head. Which steps are full: see
+``accelerators.shortcut.schedule``. B = N never calls the shortcut (vanilla exactly).
+
+Weights are per base model (bound by its fingerprint): the default file for base model
+``<name>`` is ``accelerators/shortcut/weights/<name>_shortcut.safetensors``, and
+``<name>_shortcut_nocross.safetensors`` for the ``nocross`` ablation variant.
+
+Plugin hooks: the accelerator, and the ``shortcut collect`` / ``shortcut train`` commands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from accelerators.shortcut.model import ShortcutNet
+from accelerators.shortcut.schedule import full_steps
+from accelerators.shortcut.weights import ShortcutWeightsError, default_weights_path, load_shortcut
+from bench.config import UnknownNameError, suggest
+from bench.forward import full_forward, logits_of
+from bench.hookspecs import hookimpl
+from bench.protocol import BaseModel, Counts, StepContext, StepOutput
+from bench.specs import AcceleratorSpec
+
+VARIANTS = {"default": False, "nocross": True}  # variant -> trained without cross-attention
+
+
+@dataclass(frozen=True)
+class ShortcutConfig:
+    """steps: N; 0 means the base model's default N. More steps with the same budget: finer
+    reveals at almost the same cost (the paper's N = 32 result).
+    budget: B, the number of full base-model steps (step 0 and B - 1 spread over the rest);
+    the other N - B steps cost one shortcut call each (~1/20 of a full forward). Smaller B:
+    faster, but prediction errors accumulate between full steps. B = N is vanilla.
+    variant: "default" or "nocross" (the ablation trained without cross-attention to the new
+    tokens); picks the shipped weights file.
+    weights: an explicit weights file, overriding the variant's default file.
+    """
+
+    steps: int = 0
+    budget: int = 6
+    variant: str = "default"
+    weights: str = ""
+
+
+class Shortcut:
+    """B-of-N full steps; the shortcut network (loaded on first use per base model) in between."""
+
+    def __init__(self, config: ShortcutConfig) -> None:
+        if config.steps < 0:
+            raise ValueError(f"shortcut: steps must be >= 0, got {config.steps}")
+        if config.budget < 1:
+            raise ValueError(f"shortcut: budget (full steps) must be >= 1, got {config.budget}")
+        if config.variant not in VARIANTS:
+            raise UnknownNameError(f"unknown shortcut variant {config.variant!r}.{suggest(config.variant, VARIANTS)}")
+        self.config = config
+        self.counts = Counts()
+        self._net: ShortcutNet | None = None
+        self._net_model: BaseModel | None = None
+        self._full: dict[int, frozenset[int]] = {}
+
+    def num_steps(self, default_steps: int) -> int:
+        return self.config.steps or default_steps
+
+    def reset(self, model: BaseModel, batch_rows: int) -> None:
+        self.counts = Counts()
+
+    def full_steps(self, num_steps: int) -> frozenset[int]:
+        if num_steps not in self._full:
+            self._full[num_steps] = frozenset(full_steps(num_steps, self.config.budget))
+        return self._full[num_steps]
+
+    def weights_path(self, model: BaseModel) -> Path:
+        if self.config.weights:
+            return Path(self.config.weights)
+        return default_weights_path(model.name, VARIANTS[self.config.variant])
+
+    def network(self, model: BaseModel) -> ShortcutNet:
+        """The shortcut for ``model`` (loaded once per model object)."""
+        if self._net is not None and self._net_model is model:
+            return self._net
+        path = self.weights_path(model)
+        if not path.is_file():
+            flag = " --no-cross-attention" if VARIANTS[self.config.variant] else ""
+            data = f"data/shortcut/{model.name}"
+            raise ShortcutWeightsError(
+                f"shortcut weights for base model {model.name!r} not found: {path}. Create them with\n"
+                f"  migm-bench shortcut collect --model {model.name} --out {data}\n"
+                f"  migm-bench shortcut train --data {data} --out {path}{flag}"
+            )
+        net, _ = load_shortcut(path, model)
+        wanted = VARIANTS[self.config.variant]
+        if net.config.no_cross_attention != wanted and not (self.config.weights and self.config.variant == "default"):
+            raise ShortcutWeightsError(
+                f"{path}: trained with no_cross_attention={net.config.no_cross_attention}, but variant "
+                f"{self.config.variant!r} expects {wanted}"
+            )
+        self._net, self._net_model = net, model
+        return net
+
+    def step(self, model: BaseModel, ctx: StepContext) -> StepOutput:
+        if ctx.step in self.full_steps(ctx.num_steps) or ctx.prev_features is None:
+            features, _ = full_forward(model, ctx.tokens, ctx.cond)  # (B, L, D)
+            self.counts.full_forwards += 1
+        else:
+            net = self.network(model)
+            mask_ratio = ctx.mask.float().mean(dim=1)  # (B,) still masked after the previous reveal
+            prev = ctx.prev_features
+            features = net(prev.to(net.token_table.dtype), ctx.revealed_ids, ctx.revealed_positions,
+                           mask_ratio).to(prev.dtype)  # fmt: skip
+            self.counts.other_calls += 1
+        return StepOutput(logits=logits_of(model, features), features=features)
+
+
+@hookimpl
+def register_accelerators(register):
+    register(
+        AcceleratorSpec(
+            name="shortcut",
+            config_cls=ShortcutConfig,
+            factory=Shortcut,
+            description="MIGM-Shortcut: B of N full steps, a learned feature shortcut in between",
+            default_sweep=(
+                {"steps": 16, "budget": 8},
+                {"steps": 16, "budget": 6},
+                {"steps": 16, "budget": 4},
+                {"steps": 32, "budget": 8},
+                {"steps": 32, "budget": 6},
+                {"steps": 16, "budget": 6, "variant": "nocross"},
+            ),
+        )
+    )
+
+
+@hookimpl
+def register_commands(subparsers):
+    from accelerators.shortcut import collect, train
+
+    parser = subparsers.add_parser("shortcut", help="MIGM-Shortcut: collect trajectories, train the shortcut")
+    commands = parser.add_subparsers(dest="shortcut_command", metavar="{collect,train}", required=True)
+    collect_parser = commands.add_parser("collect", help="record the base model's feature trajectories",
+                                         description=collect.__doc__.splitlines()[0])  # fmt: skip
+    collect.add_arguments(collect_parser).set_defaults(func=collect.run)
+    train_parser = commands.add_parser("train", help="train the shortcut network on recorded trajectories",
+                                       description=train.__doc__.splitlines()[0])  # fmt: skip
+    train.add_arguments(train_parser).set_defaults(func=train.run)

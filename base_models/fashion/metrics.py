@@ -1,0 +1,175 @@
+"""Quality metrics of the embedded Fashion-MNIST default, as a plugin.
+
+Registers:
+  * ``fid`` / ``kid`` (reference "data"): FID and KID of the generated images against the
+    10k Fashion-MNIST test images, in the 128-d penultimate feature space of the shipped
+    classifier (``base_models.fashion.classifier``) instead of Inception-v3. Real
+    features are computed once and cached in ``MetricContext.cache`` and on disk
+    (~/.cache/migm-bench/real_features/, keyed by the classifier's weights hash).
+  * ``class_accuracy`` (reference "condition"): fraction of images the classifier puts in
+    the class they were generated for.
+  * ``inception_score`` (reference "data"): IS (Salimans et al. 2016) from the classifier's
+    logits, one split over all images; 1 (useless) .. 10 (confident and all classes).
+  * the generic vanilla-fidelity metrics of ``bench.metrics``: ``psnr_vs_vanilla``,
+    ``ssim_vs_vanilla``, ``token_agreement``, ``feature_cosine``.
+
+FID/KID/accuracy/IS need 1x32x32 images of Fashion-MNIST, so their factories raise
+``MetricUnavailable`` for any base model whose ``dataset`` is not "fashion-mnist", and when
+the classifier weights or the test split are missing.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from base_models.fashion.classifier import (
+    DEFAULT_WEIGHTS,
+    ClassifierWeightsMissing,
+    FashionClassifier,
+    PenultimateFeatures,
+    load_classifier,
+)
+from bench.hookspecs import hookimpl
+from bench.metrics import FIDMetric, KIDMetric, RealFeatures, inception_score
+from bench.protocol import BaseModel, GeneratedBatch, MetricInfo
+from bench.specs import MetricContext, MetricSpec, MetricUnavailable
+
+DATASET = "fashion-mnist"
+IMAGE_SHAPE = (1, 32, 32)
+
+FID_INFO = MetricInfo("fid", "", False, "data")
+KID_INFO = MetricInfo("kid", "", False, "data")
+CLASS_ACCURACY_INFO = MetricInfo("class_accuracy", "fraction", True, "condition")
+INCEPTION_SCORE_INFO = MetricInfo("inception_score", "", True, "data")
+
+
+def require_fashion(model: BaseModel, metric: str) -> None:
+    """MetricUnavailable unless ``model`` generates Fashion-MNIST images."""
+    dataset = getattr(model, "dataset", None)
+    if dataset != DATASET:
+        raise MetricUnavailable(
+            f"{metric} needs a Fashion-MNIST model (1x32x32 grayscale); base model "
+            f"{getattr(model, 'name', type(model).__name__)!r} has dataset={dataset!r}"
+        )
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_classifier(path: str, mtime_ns: int) -> FashionClassifier:
+    return load_classifier(path)
+
+
+def classifier_for_metrics(path: str | Path | None = None) -> FashionClassifier:
+    """The shipped classifier (loaded once per file version); MetricUnavailable when the
+    file does not exist, the loader's error (naming the file) when it is broken."""
+    path = Path(path) if path is not None else DEFAULT_WEIGHTS
+    try:
+        return _cached_classifier(str(path), path.stat().st_mtime_ns if path.is_file() else 0)
+    except ClassifierWeightsMissing as e:
+        raise MetricUnavailable(str(e)) from e
+
+
+@functools.lru_cache(maxsize=2)
+def _test_images(root: str) -> Tensor:
+    from base_models.fashion.data import load_fashion_mnist, to_model_images
+
+    images, _ = load_fashion_mnist("test", root)
+    return to_model_images(images)  # (10000, 1, 32, 32) in [0, 1]
+
+
+def real_test_features(classifier: FashionClassifier, cache_dir: Path | None = None) -> RealFeatures:
+    """RealFeatures of the test split in the classifier's feature space. The cache key holds
+    the classifier's weights hash and (a hash of) the data folder."""
+    from base_models.fashion.data import DatasetMissing, data_root
+
+    root = str(data_root().resolve())
+    key = f"fashion-mnist-test-{hashlib.sha256(root.encode()).hexdigest()[:8]}-classifier-{classifier.weights_hash}"
+    real = RealFeatures(key, lambda: _test_images(root), PenultimateFeatures(classifier), cache_dir=cache_dir)
+    if real.disk_path is None or not real.disk_path.is_file():
+        try:
+            _test_images(root)  # fail now (-> unavailable), not in the middle of a run
+        except DatasetMissing as e:
+            raise MetricUnavailable(str(e)) from e
+    return real
+
+
+def _images_of(generated: GeneratedBatch, metric: str) -> Tensor:
+    images = generated.images
+    if tuple(images.shape[1:]) != IMAGE_SHAPE:
+        raise ValueError(f"{metric}: expected images (n, 1, 32, 32), got {tuple(images.shape)}")
+    return images.detach().float().cpu()
+
+
+def _fid(model: BaseModel) -> FIDMetric:
+    require_fashion(model, "fid")
+    clf = classifier_for_metrics()
+    return FIDMetric(FID_INFO, PenultimateFeatures(clf), real_test_features(clf))
+
+
+def _kid(model: BaseModel) -> KIDMetric:
+    require_fashion(model, "kid")
+    clf = classifier_for_metrics()
+    return KIDMetric(KID_INFO, PenultimateFeatures(clf), real_test_features(clf))
+
+
+class _ClassifierMetric:
+    """Shared: classifier logits of the generated images (CPU, batches of 1000)."""
+
+    info: MetricInfo
+
+    def __init__(self, classifier: FashionClassifier) -> None:
+        self.classifier = classifier
+
+    @torch.no_grad()
+    def logits(self, generated: GeneratedBatch) -> Tensor:
+        images = _images_of(generated, self.info.name)
+        self.classifier.eval()
+        return torch.cat(
+            [self.classifier(images[i : i + 1000]) for i in range(0, len(images), 1000)]
+        )  # (n, 10)
+
+
+class ClassAccuracy(_ClassifierMetric):
+    """Fraction of generated images whose classifier argmax equals the requested class."""
+
+    info = CLASS_ACCURACY_INFO
+
+    def compute(self, generated: GeneratedBatch, ctx: MetricContext) -> float:
+        logits = self.logits(generated)
+        cond = generated.cond.detach().cpu().long().reshape(-1)
+        if cond.shape != (len(logits),):
+            raise ValueError(
+                f"class_accuracy: need one class label per image, got cond of shape {tuple(generated.cond.shape)}"
+            )
+        return float((logits.argmax(1) == cond).double().mean())
+
+
+class InceptionScore(_ClassifierMetric):
+    """IS from the classifier's class posterior (one split)."""
+
+    info = INCEPTION_SCORE_INFO
+
+    def compute(self, generated: GeneratedBatch, ctx: MetricContext) -> float:
+        return inception_score(self.logits(generated))
+
+
+def _class_accuracy(model: BaseModel) -> ClassAccuracy:
+    require_fashion(model, "class_accuracy")
+    return ClassAccuracy(classifier_for_metrics())
+
+
+def _inception_score(model: BaseModel) -> InceptionScore:
+    require_fashion(model, "inception_score")
+    return InceptionScore(classifier_for_metrics())
+
+
+@hookimpl
+def register_metrics(register):
+    register(MetricSpec(info=FID_INFO, factory=_fid))
+    register(MetricSpec(info=KID_INFO, factory=_kid))
+    register(MetricSpec(info=CLASS_ACCURACY_INFO, factory=_class_accuracy))
+    register(MetricSpec(info=INCEPTION_SCORE_INFO, factory=_inception_score))

@@ -1,0 +1,56 @@
+"""``fashion``: the embedded default, a MaskGIT v1 trained here on Fashion-MNIST and shipped."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from base_models.maskgit.checkpoint import load_transformer_safetensors, load_vqgan_safetensors
+from base_models.maskgit.model import MaskGITModel
+from bench.hookspecs import hookimpl
+from bench.protocol import SamplingSettings
+from bench.specs import BaseModelSpec
+
+WEIGHTS = Path(__file__).parent / "weights"
+# Sampling defaults of the embedded model (MaskGIT-pytorch semantics, N chosen for 64 tokens).
+FASHION_SAMPLING = SamplingSettings(steps=16, cfg_weight=3.0, cfg_schedule="linear", mask_schedule="arccos",
+                                    temperature=1.0, gumbel_temperature=4.5)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FashionConfig:
+    """transformer / tokenizer: weights files (default: the shipped ones).
+    steps, cfg_weight: override the default sampling (0 / negative = keep the default)."""
+
+    transformer: str = ""
+    tokenizer: str = ""
+    steps: int = 0
+    cfg_weight: float = -1.0
+
+
+def load_fashion(cfg: FashionConfig | None = None, device: torch.device | str = "cpu") -> MaskGITModel:
+    cfg = cfg or FashionConfig()
+    transformer = load_transformer_safetensors(cfg.transformer or WEIGHTS / "maskgit.safetensors")
+    vqgan = load_vqgan_safetensors(cfg.tokenizer or WEIGHTS / "tokenizer.safetensors")
+    sampling = FASHION_SAMPLING
+    if cfg.steps:
+        sampling = dataclasses.replace(sampling, steps=cfg.steps)
+    if cfg.cfg_weight >= 0:
+        sampling = dataclasses.replace(sampling, cfg_weight=cfg.cfg_weight)
+    model = MaskGITModel(transformer, vqgan, name="fashion", default_sampling=sampling, dataset="fashion-mnist")
+    return model.to(device)
+
+
+@hookimpl
+def register_base_models(register):
+    register(
+        BaseModelSpec(
+            name="fashion",
+            config_cls=FashionConfig,
+            factory=load_fashion,
+            description="embedded default: MaskGIT v1 (12x128) + VQGAN trained on Fashion-MNIST, shipped",
+        )
+    )

@@ -1,0 +1,5 @@
+"""``python -m bench`` = the ``migm-bench`` command."""
+
+from bench.cli import main
+
+raise SystemExit(main())

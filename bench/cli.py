@@ -1,0 +1,308 @@
+"""``migm-bench`` command line (also ``python -m bench``).
+
+    migm-bench ls                                  what is installed, and who provides it
+    migm-bench run                                 the default sweep on the default model
+    migm-bench run --model maskgit:config=tiny --accel few-step:steps=8 --accel vanilla:steps=6
+    migm-bench run --config sweep.yaml --images 16 # YAML first, flags override it
+    migm-bench plot results/RUN                    Pareto figures of a run
+    migm-bench report results/RUN                  Markdown summary of a run
+
+Plugins add sub-commands through the ``register_commands(subparsers)`` hook; ``-p MODULE``
+registers an importable module as a plugin for one invocation. Bad names, options or files
+print one line (with suggestions) to stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.config import UnknownNameError, suggest
+from bench.plugins import PluginError, PluginManager, get_manager
+from bench.runner import Sweep, SweepError, default_sweep_specs, run_sweep
+
+# The base model ``migm-bench run`` uses without --model (provided by the lead's plugin);
+# the MIGM_BENCH_MODEL environment variable overrides it.
+DEFAULT_MODEL = "fashion"
+
+
+def default_model() -> str:
+    return os.environ.get("MIGM_BENCH_MODEL", DEFAULT_MODEL)
+
+
+class CLIError(Exception):
+    """A user error reported as one line (exit status 2)."""
+
+
+USER_ERRORS = (UnknownNameError, PluginError, SweepError, CLIError)
+
+
+# ------------------------------------------------------------------------- ls
+def _table(rows: list[list[str]]) -> list[str]:
+    if not rows:
+        return ["  (none)"]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
+
+
+def cmd_ls(args: argparse.Namespace, manager: PluginManager) -> int:
+    lines = ["base models:"]
+    lines += _table([[n, f"[{s.provider}]", s.description] for n, s in manager.base_models().items()])
+    lines.append("accelerators:")
+    lines += _table(
+        [
+            [n, f"[{s.provider}]", f"default sweep: {len(s.default_sweep)}", s.description]
+            for n, s in manager.accelerators().items()
+        ]
+    )
+    lines.append("metrics:")
+    rows = []
+    for n, s in manager.metrics().items():
+        better = "higher" if s.info.higher_is_better else "lower"
+        what = f"{s.info.unit}, {better} is better, vs {s.info.reference}" + (
+            ", default" if s.default else ""
+        )
+        rows.append([n, f"[{s.provider}]", what])
+    lines += _table(rows)
+    print("\n".join(lines))
+    return 0
+
+
+# ------------------------------------------------------------------------ run
+# YAML keys accepted by ``run --config`` (flag names with '_' or '-').
+_YAML_KEYS = (
+    "model",
+    "accelerators",
+    "default_sweep",
+    "steps",
+    "images",
+    "batch_size",
+    "seed",
+    "metrics",
+    "replicates",
+    "warmup",
+    "name",
+    "out",
+    "limit",
+    "device",
+    "keep_features",
+    "retry_failed",
+)
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except OSError as err:
+        raise CLIError(f"cannot read sweep file {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise CLIError(f"sweep file {path} is not valid YAML: {' '.join(str(err).split())}") from None
+    if not isinstance(data, dict):
+        raise CLIError(f"sweep file {path} must be a mapping of options, got {type(data).__name__}")
+    out = {}
+    for key, value in data.items():
+        norm = str(key).replace("-", "_")
+        norm = "accelerators" if norm in ("accel", "accels") else norm
+        if norm not in _YAML_KEYS:
+            raise CLIError(f"sweep file {path}: unknown key {key!r}.{suggest(norm, _YAML_KEYS)}")
+        out[norm] = value
+    for key in ("accelerators", "metrics"):
+        if isinstance(out.get(key), str):
+            out[key] = [s.strip() for s in out[key].split(";" if key == "accelerators" else ",") if s.strip()]
+    return out
+
+
+def sweep_from_args(args: argparse.Namespace, manager: PluginManager) -> Sweep:
+    """Defaults < YAML file < flags. No accelerator anywhere: the default sweep."""
+    opts: dict[str, Any] = _read_yaml(args.config) if args.config else {}
+    flags = {
+        "model": args.model,
+        "steps": args.steps,
+        "images": args.images,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "replicates": args.replicates,
+        "warmup": args.warmup,
+        "name": args.name,
+        "out": args.out,
+        "limit": args.limit,
+        "device": args.device,
+        "metrics": None
+        if args.metrics is None
+        else [m.strip() for m in args.metrics.split(",") if m.strip()],
+    }
+    opts.update({k: v for k, v in flags.items() if v is not None})
+    if args.accel:
+        opts["accelerators"] = list(args.accel)
+    if args.retry_failed:
+        opts["retry_failed"] = True
+    accels = [str(a) for a in (opts.pop("accelerators", None) or [])]
+    if opts.pop("default_sweep", False) or args.default_sweep or not accels:
+        accels = default_sweep_specs(manager) + accels
+    opts.setdefault("model", default_model())
+    fields = {f.name: f for f in dataclasses.fields(Sweep)}
+    for key in ("steps", "images", "batch_size", "seed", "replicates", "warmup", "limit"):
+        if key in opts and opts[key] is not None and not isinstance(opts[key], int):
+            raise CLIError(f"{key} must be an integer, got {opts[key]!r}")
+    return Sweep(accelerators=accels, **{k: v for k, v in opts.items() if k in fields})
+
+
+def cmd_run(args: argparse.Namespace, manager: PluginManager) -> int:
+    sweep = sweep_from_args(args, manager)
+    run_dir = run_sweep(
+        sweep, manager=manager, command=["migm-bench", *args.argv], progress=not args.no_progress
+    )
+    import pandas as pd
+
+    summary = pd.read_csv(run_dir / "summary.csv", keep_default_na=False, na_values=[""])
+    cols = [
+        c
+        for c in (
+            "accelerator",
+            "config_tag",
+            "steps",
+            "latency_s_median",
+            "speedup",
+            "flop_speedup",
+            "status",
+        )
+        if c in summary.columns
+    ]
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print(summary[cols].to_string(index=False))
+    print(f"results: {run_dir}")
+    failed = summary[summary["status"] == "failed"]
+    if not failed.empty:
+        print(
+            f"{len(failed)} configuration(s) failed; see {run_dir / 'errors.log'} "
+            "(rerun with --retry-failed to try them again)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------- plot / report
+def _run_dir(path: str) -> Path:
+    run_dir = Path(path)
+    if not (run_dir / "summary.csv").exists():
+        raise CLIError(f"{run_dir} is not a run directory (no summary.csv)")
+    return run_dir
+
+
+def cmd_plot(args: argparse.Namespace, manager: PluginManager) -> int:
+    from bench.plots import plot_run  # lazy: matplotlib only when plotting
+
+    written = plot_run(_run_dir(args.run_dir))
+    for path in written or []:
+        print(path)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, manager: PluginManager) -> int:
+    from bench.plots import report_markdown
+
+    text = report_markdown(_run_dir(args.run_dir))
+    if args.output:
+        Path(args.output).write_text(text)
+        print(args.output)
+    else:
+        print(text)
+    return 0
+
+
+# ------------------------------------------------------------------- parser
+def build_parser(manager: PluginManager) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="migm-bench", description="Benchmark accelerators of masked image generation models."
+    )
+    parser.add_argument(
+        "-p",
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="register an importable module as a plugin (repeatable)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def bind(fn: Callable[[argparse.Namespace, PluginManager], int]) -> Callable[[argparse.Namespace], int]:
+        return lambda args: fn(args, manager)
+
+    p = sub.add_parser("ls", help="list base models, accelerators and metrics with their providers")
+    p.set_defaults(func=bind(cmd_ls))
+
+    p = sub.add_parser("run", help="run a sweep (default: vanilla + every accelerator's default sweep)")
+    p.add_argument("--config", metavar="YAML", help="sweep file; flags override its keys")
+    p.add_argument("--model", help=f"base model spec (default {default_model()!r}, env MIGM_BENCH_MODEL)")
+    p.add_argument(
+        "--accel",
+        action="append",
+        metavar="SPEC",
+        help="accelerator spec, e.g. few-step:steps=8 (repeatable)",
+    )
+    p.add_argument(
+        "--default-sweep", action="store_true", help="also run every registered accelerator's default sweep"
+    )
+    p.add_argument("--steps", type=int, help="reference N (default: the model's default)")
+    p.add_argument("--images", type=int, help="images per configuration (default 64)")
+    p.add_argument("--batch-size", type=int, help="images per sampling call (default 16)")
+    p.add_argument("--seed", type=int, help="base seed (default 0)")
+    p.add_argument("--metrics", help="comma-separated metric names (default: the default set; '' for none)")
+    p.add_argument("--replicates", type=int, help="minimum timed batches per configuration (default 3)")
+    p.add_argument("--warmup", type=int, help="untimed warm-up batches (default 1)")
+    p.add_argument("--name", help="run name (default: derived from the settings, so reruns resume)")
+    p.add_argument("--out", help="results root directory (default results)")
+    p.add_argument("--limit", type=int, help="smoke run: at most this many images per configuration")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default auto)")
+    p.add_argument("--retry-failed", action="store_true", help="rerun configurations that failed before")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=bind(cmd_run))
+
+    p = sub.add_parser("plot", help="Pareto figures of a run directory")
+    p.add_argument("run_dir")
+    p.set_defaults(func=bind(cmd_plot))
+
+    p = sub.add_parser("report", help="Markdown report of a run directory")
+    p.add_argument("run_dir")
+    p.add_argument("-o", "--output", help="write the report to this file instead of stdout")
+    p.set_defaults(func=bind(cmd_report))
+
+    manager.add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("-p", "--plugin", action="append", default=[])
+    early, _ = pre.parse_known_args(argv)
+    try:
+        manager = get_manager()
+        for module in early.plugin:
+            try:
+                manager.register(importlib.import_module(module))
+            except ImportError as err:
+                raise CLIError(f"cannot import plugin module {module!r}: {err}") from None
+        parser = build_parser(manager)
+        args = parser.parse_args(argv)
+        args.argv = argv
+        if getattr(args, "func", None) is None:
+            parser.print_help(sys.stderr)
+            return 2
+        return int(args.func(args) or 0)
+    except USER_ERRORS as err:
+        print(f"migm-bench: error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. `migm-bench ls | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

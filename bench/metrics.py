@@ -1,0 +1,448 @@
+"""Generic metric plumbing (no concrete base model in here).
+
+Fidelity against vanilla at the same seed (reference "vanilla"), paired image by image:
+  * ``psnr_vs_vanilla``: mean per-image PSNR in dB (data range 1), capped at PSNR_CAP_DB
+    for identical images (torchmetrics ``peak_signal_noise_ratio``).
+  * ``ssim_vs_vanilla``: mean SSIM (Wang et al. 2004; torchmetrics
+    ``structural_similarity_index_measure``, Gaussian window 11 / sigma 1.5, shrunk to fit
+    small images).
+  * ``token_agreement``: fraction of final image tokens equal to vanilla's.
+  * ``feature_cosine``: mean cosine similarity of the final-step last-layer features,
+    per token (the quantity MIGM-Shortcut's shortcut is trained to preserve).
+
+Distribution metrics against real images (reference "data"), with any feature extractor:
+  * ``FIDMetric``: torchmetrics ``FrechetInceptionDistance(feature=module)`` (Heusel et al.
+    2017); ``KIDMetric``: torchmetrics ``KernelInceptionDistance`` (Binkowski et al. 2018).
+    Real-image features are computed once, kept in ``MetricContext.cache`` and on disk
+    (``$MIGM_BENCH_CACHE`` or ~/.cache/migm-bench) under a caller-given key that must
+    change when the extractor or the data change (e.g. contain the weights' hash).
+  * ``inception_v3_extractor(weights_path)``: the standard Inception-v3 (torch-fidelity port
+    of the TF 2015-12-05 graph) from a *local* weights file, for ImageNet-scale models
+    (nothing is downloaded at run time).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from bench.hookspecs import hookimpl
+from bench.protocol import GeneratedBatch, MetricInfo
+from bench.specs import MetricContext, MetricSpec
+
+PSNR_CAP_DB = 100.0  # PSNR of identical images (MSE 0) is reported as this, not inf
+INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity v0.2.0 release asset
+
+# ------------------------------------------------------------------ pairing with vanilla
+
+
+def paired_reference(generated: GeneratedBatch, ctx: MetricContext) -> GeneratedBatch:
+    """Vanilla's batch for the same seeds (``generated`` itself while vanilla is being
+    computed). Raises ValueError when the two cannot be paired by index."""
+    ref = ctx.vanilla if ctx.vanilla is not None else generated
+    if ref.images.shape != generated.images.shape:
+        raise ValueError(
+            f"cannot pair with vanilla: images {tuple(generated.images.shape)} vs vanilla {tuple(ref.images.shape)}"
+            " (same number of images, seeds and resolution needed)"
+        )
+    if not torch.equal(ref.cond.cpu(), generated.cond.cpu()):
+        raise ValueError(
+            "cannot pair with vanilla: conditions differ (vanilla must use the same seeds and conditions)"
+        )
+    return ref
+
+
+# ------------------------------------------------------------------ fidelity functions
+
+
+def psnr(images: Tensor, reference: Tensor, cap_db: float = PSNR_CAP_DB) -> float:
+    """Mean over images of the per-image PSNR (dB, data range 1): (n, C, H, W) x2 -> float.
+    Identical images give ``cap_db`` instead of inf so means and plots stay finite."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    per_image = peak_signal_noise_ratio(
+        images.double(), reference.double(), data_range=1.0, reduction="none", dim=(1, 2, 3)
+    )  # (n,), inf where identical
+    return float(per_image.clamp(max=cap_db).mean())
+
+
+def ssim(images: Tensor, reference: Tensor) -> float:
+    """Mean SSIM over images, (n, C, H, W) in [0, 1] x2 -> float in [-1, 1]."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    side = min(images.shape[-2:])
+    kernel = min(11, side if side % 2 else side - 1)  # odd, fits the image (11 for >= 11 px)
+    if kernel < 3:
+        raise ValueError(f"SSIM needs images of at least 3x3 pixels, got {tuple(images.shape[-2:])}")
+    sigma = 1.5 * kernel / 11
+    value = structural_similarity_index_measure(
+        images.double(), reference.double(), data_range=1.0, kernel_size=kernel, sigma=sigma
+    )
+    return float(value)
+
+
+def token_agreement(tokens: Tensor, reference: Tensor) -> float:
+    """Fraction of positions where the token ids agree: (n, P) x2 -> float in [0, 1]."""
+    if tokens.shape != reference.shape:
+        raise ValueError(f"token shapes differ: {tuple(tokens.shape)} vs {tuple(reference.shape)}")
+    return float((tokens == reference).double().mean())
+
+
+def feature_cosine(features: Tensor, reference: Tensor) -> float:
+    """Mean cosine similarity over images and positions: (n, L, D) x2 -> float in [-1, 1]."""
+    if features.shape != reference.shape:
+        raise ValueError(f"feature shapes differ: {tuple(features.shape)} vs {tuple(reference.shape)}")
+    return float(torch.nn.functional.cosine_similarity(features.double(), reference.double(), dim=-1).mean())
+
+
+# ------------------------------------------------------------------ fidelity metrics
+
+
+class _VanillaFidelity:
+    """Shared compute(): pair with vanilla, then apply ``self._score`` to the two batches."""
+
+    info: MetricInfo
+
+    def __init__(self, model=None) -> None:  # metric factories receive the base model; unused here
+        pass
+
+    def compute(self, generated: GeneratedBatch, ctx: MetricContext) -> float:
+        return self._score(generated, paired_reference(generated, ctx))
+
+    def _score(self, generated: GeneratedBatch, ref: GeneratedBatch) -> float:
+        raise NotImplementedError
+
+
+class PSNRVsVanilla(_VanillaFidelity):
+    info = MetricInfo("psnr_vs_vanilla", "dB", True, "vanilla")
+
+    def _score(self, generated, ref):
+        return psnr(generated.images, ref.images)
+
+
+class SSIMVsVanilla(_VanillaFidelity):
+    info = MetricInfo("ssim_vs_vanilla", "", True, "vanilla")
+
+    def _score(self, generated, ref):
+        return ssim(generated.images, ref.images)
+
+
+class TokenAgreement(_VanillaFidelity):
+    info = MetricInfo("token_agreement", "fraction", True, "vanilla")
+
+    def _score(self, generated, ref):
+        return token_agreement(generated.tokens, ref.tokens)
+
+
+class FeatureCosine(_VanillaFidelity):
+    info = MetricInfo("feature_cosine", "", True, "vanilla")
+
+    def _score(self, generated, ref):
+        if generated.features is None or ref.features is None:
+            raise ValueError(
+                "feature_cosine needs the final-step features of both batches "
+                "(sample with record_features=True and store them in GeneratedBatch.features)"
+            )
+        return feature_cosine(generated.features, ref.features)
+
+
+FIDELITY_METRICS = (PSNRVsVanilla, SSIMVsVanilla, TokenAgreement, FeatureCosine)
+
+
+def fidelity_metric_specs() -> list[MetricSpec]:
+    """MetricSpecs of the four vanilla-fidelity metrics (any base model)."""
+    return [MetricSpec(info=cls.info, factory=cls) for cls in FIDELITY_METRICS]
+
+
+# ------------------------------------------------------------------ real-data features
+
+
+def default_cache_dir() -> Path:
+    """$MIGM_BENCH_CACHE, else ~/.cache/migm-bench."""
+    return Path(os.environ.get("MIGM_BENCH_CACHE") or Path.home() / ".cache" / "migm-bench")
+
+
+class FrozenExtractor(nn.Module):
+    """Wraps a feature module for torchmetrics: eval mode forever, no autograd,
+    ``num_features`` set (so torchmetrics skips its dummy forward)."""
+
+    def __init__(self, module: nn.Module, num_features: int) -> None:
+        super().__init__()
+        self.module = module
+        self.num_features = int(num_features)
+
+    def train(self, mode: bool = True) -> FrozenExtractor:
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.module(x)
+        if out.dim() != 2:
+            raise ValueError(f"feature extractor must return (n, d) features, got shape {tuple(out.shape)}")
+        return out
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """Where the module's parameters live (CPU for a parameter-free module)."""
+    return next(iter(module.parameters()), torch.empty(0)).device
+
+
+@torch.no_grad()
+def extract_features(module: nn.Module, images: Tensor, batch_size: int = 500) -> Tensor:
+    """(n, C, H, W) -> (n, d) float32 features on CPU, ``batch_size`` images at a time."""
+    module.eval()
+    device = module_device(module)
+    chunks = [
+        module(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(chunks)
+
+
+def _check_key(key: str) -> str:
+    if not key or any(c in key for c in "/\\") or key.startswith("."):
+        raise ValueError(f"cache key {key!r} must be a non-empty file-name-safe string")
+    return key
+
+
+class RealFeatures:
+    """Features of a fixed real image set, computed once per key.
+
+    Lookup order: ``ctx.cache["real_features/<key>"]``, then ``<cache_dir>/real_features/<key>.safetensors``,
+    then extraction from ``images()`` (a callable, so the data is only loaded when needed).
+    ``key`` must identify both the extractor (e.g. its weights hash) and the data.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        images: Callable[[], Tensor] | Tensor,
+        extractor: nn.Module,
+        cache_dir: Path | None | bool = None,
+        batch_size: int = 500,
+    ) -> None:
+        self.key = _check_key(key)
+        self._images = images
+        self.extractor = extractor
+        self.cache_dir = None if cache_dir is False else Path(cache_dir) if cache_dir else default_cache_dir()
+        self.batch_size = batch_size
+        self._example: Tensor | None = None  # one real image, for shape checks
+
+    @property
+    def disk_path(self) -> Path | None:
+        return (
+            None if self.cache_dir is None else self.cache_dir / "real_features" / f"{self.key}.safetensors"
+        )
+
+    def images(self) -> Tensor:
+        return self._images() if callable(self._images) else self._images
+
+    def get(self, ctx: MetricContext | None = None) -> Tensor:
+        """(n_real, d) float32 features."""
+        mem_key = f"real_features/{self.key}"
+        if ctx is not None and mem_key in ctx.cache:
+            return ctx.cache[mem_key]
+        feats = self._load_disk()
+        if feats is None:
+            feats = extract_features(self.extractor, self.images(), self.batch_size)
+            self._save_disk(feats)
+        if ctx is not None:
+            ctx.cache[mem_key] = feats
+        return feats
+
+    def _load_disk(self) -> Tensor | None:
+        path = self.disk_path
+        if path is None or not path.is_file():
+            return None
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            feats = load_file(str(path))["features"]
+        except (SafetensorError, OSError, KeyError, ValueError) as e:  # a corrupt cache is rebuilt, not fatal
+            warnings.warn(f"ignoring unreadable real-feature cache {path}: {e}")
+            return None
+        if feats.dim() != 2 or len(feats) < 2:
+            warnings.warn(f"ignoring real-feature cache {path} with shape {tuple(feats.shape)}")
+            return None
+        return feats
+
+    def _save_disk(self, feats: Tensor) -> None:
+        path = self.disk_path
+        if path is None:
+            return
+        from safetensors.torch import save_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        save_file({"features": feats.contiguous()}, str(tmp), metadata={"key": self.key})
+        os.replace(tmp, path)
+
+
+def _check_images(images: Tensor, name: str) -> Tensor:
+    if images.dim() != 4:
+        raise ValueError(f"{name}: expected images (n, C, H, W), got shape {tuple(images.shape)}")
+    if len(images) < 2:
+        raise ValueError(f"{name}: needs at least 2 generated images, got {len(images)}")
+    return images.detach().float()
+
+
+class FIDMetric:
+    """Fréchet distance between Gaussian fits of real and generated features
+    (torchmetrics ``FrechetInceptionDistance`` with a custom ``feature`` module, float
+    input, i.e. ``normalize=True``). The real statistics are injected from ``real``'s
+    cached features instead of re-running the extractor on the real set every call."""
+
+    def __init__(
+        self, info: MetricInfo, extractor: nn.Module, real: RealFeatures, batch_size: int = 500
+    ) -> None:
+        self.info = info
+        self.real = real
+        self.extractor = extractor
+        self.batch_size = batch_size
+
+    def compute(self, generated: GeneratedBatch, ctx: MetricContext) -> float:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        device = module_device(self.extractor)
+        images = _check_images(generated.images, self.info.name).to(device)
+        real = self.real.get(ctx).double().to(device)  # (n_real, d)
+        fid = FrechetInceptionDistance(
+            feature=FrozenExtractor(self.extractor, real.shape[1]), reset_real_features=False, normalize=True
+        ).to(device)
+        fid.real_features_sum = real.sum(0)
+        fid.real_features_cov_sum = real.T @ real
+        fid.real_features_num_samples = torch.tensor(len(real), dtype=torch.long)
+        for i in range(0, len(images), self.batch_size):
+            fid.update(images[i : i + self.batch_size], real=False)
+        return float(fid.compute())
+
+
+class KIDMetric:
+    """Kernel Inception Distance: unbiased polynomial-kernel MMD^2 averaged over random
+    subsets (torchmetrics ``KernelInceptionDistance``; degree 3, gamma 1/d, coef 1).
+    Subsets are drawn under a fixed seed inside ``torch.random.fork_rng`` so results are
+    reproducible and global random state is untouched. Reported: the subset mean."""
+
+    def __init__(
+        self,
+        info: MetricInfo,
+        extractor: nn.Module,
+        real: RealFeatures,
+        subsets: int = 100,
+        subset_size: int = 1000,
+        seed: int = 0,
+        batch_size: int = 500,
+    ) -> None:
+        self.info = info
+        self.real = real
+        self.extractor = extractor
+        self.subsets = subsets
+        self.subset_size = subset_size
+        self.seed = seed
+        self.batch_size = batch_size
+
+    def compute(self, generated: GeneratedBatch, ctx: MetricContext) -> float:
+        from torchmetrics.image.kid import KernelInceptionDistance
+
+        device = module_device(self.extractor)
+        images = _check_images(generated.images, self.info.name).to(device)
+        real = self.real.get(ctx).to(device)
+        size = min(self.subset_size, len(real), len(images))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "will save all extracted features in buffer"
+            kid = KernelInceptionDistance(
+                feature=FrozenExtractor(self.extractor, real.shape[1]),
+                subsets=self.subsets,
+                subset_size=size,
+                reset_real_features=False,
+                normalize=True,
+            ).to(device)
+        kid.real_features = [real]
+        for i in range(0, len(images), self.batch_size):
+            kid.update(images[i : i + self.batch_size], real=False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            mean, _std = kid.compute()
+        return float(mean)
+
+
+# ------------------------------------------------------------------ Inception-v3 (ImageNet users)
+
+
+class _InceptionFromUnitFloat(nn.Module):
+    """float (n, C, H, W) in [0, 1] -> uint8 [0, 255] RGB -> Inception-v3 features (n, d)."""
+
+    def __init__(self, inception: nn.Module, feature: int) -> None:
+        super().__init__()
+        self.inception = inception
+        self.num_features = feature
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)  # grayscale -> RGB
+        if x.is_floating_point():
+            x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+        return self.inception(x).reshape(len(x), -1)
+
+
+def inception_v3_extractor(weights_path: str | os.PathLike | None, feature: int = 2048) -> nn.Module:
+    """Inception-v3 feature extractor (torchmetrics ``NoTrainInceptionV3``, the torch-fidelity
+    port of the TF graph used by the original FID code) built from a LOCAL weights file
+    (``weights-inception-2015-12-05-6726825d.pth`` of torch-fidelity's v0.2.0 release).
+
+    Takes float images in [0, 1] (grayscale is repeated to RGB); returns (n, feature).
+    Raises FileNotFoundError naming the path when the weights are missing, and
+    ModuleNotFoundError when torch-fidelity is not installed.
+    """
+    if feature not in (64, 192, 768, 2048):
+        raise ValueError(f"Inception feature layer must be one of 64, 192, 768, 2048, got {feature}")
+    if weights_path is None:
+        raise FileNotFoundError(
+            f"no Inception-v3 weights path given: download {INCEPTION_WEIGHTS_FILE} "
+            "(torch-fidelity v0.2.0 release) on a machine with internet and pass its local path"
+        )
+    path = Path(weights_path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Inception-v3 weights not found: {path} (expected torch-fidelity's {INCEPTION_WEIGHTS_FILE}; "
+            "nothing is downloaded at run time)"
+        )
+    try:
+        import torch_fidelity  # noqa: F401
+    except ImportError as e:
+        raise ModuleNotFoundError(
+            "Inception-v3 FID/KID needs torch-fidelity: `pip install torch-fidelity`"
+        ) from e
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    try:
+        net = NoTrainInceptionV3(
+            name="inception-v3-compat", features_list=[str(feature)], feature_extractor_weights_path=str(path)
+        )
+    except Exception as e:
+        raise RuntimeError(f"could not load Inception-v3 weights from {path}: {e}") from e
+    return _InceptionFromUnitFloat(net, feature)
+
+
+def inception_score(logits: Tensor) -> float:
+    """Inception Score (Salimans et al. 2016), one split: exp(E_x KL(p(y|x) || p(y))),
+    p(y) the mean prediction over the set. (n, K) logits -> float in [1, K]."""
+    if logits.dim() != 2 or len(logits) < 1:
+        raise ValueError(f"inception_score expects (n, K) logits, got shape {tuple(logits.shape)}")
+    log_p = torch.log_softmax(logits.double(), dim=1)  # (n, K) log p(y|x)
+    log_marginal = torch.logsumexp(log_p, dim=0) - math.log(len(logits))  # (K,) log p(y)
+    kl = (log_p.exp() * (log_p - log_marginal)).sum(1)  # (n,)
+    return float(kl.mean().exp())
+
+
+@hookimpl
+def register_metrics(register):
+    """The fidelity metrics are generic (any base model): a built-in plugin of the core."""
+    for spec in fidelity_metric_specs():
+        register(spec)

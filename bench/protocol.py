@@ -1,0 +1,274 @@
+"""Contracts between the core, base models and accelerators.
+
+Everything here is model-agnostic: the core (``bench/``) and every accelerator are
+written against these protocols only, never against a concrete model.
+
+Shapes used throughout:
+    B  batch rows the blocks see (with classifier-free guidance: 2 x images, the
+       conditional stream stacked on top of the unconditional one)
+    L  sequence length the transformer blocks see (image tokens + condition tokens)
+    P  number of image tokens; positions [0, P) of the sequence are image tokens
+    D  feature width, H heads, Dh = D // H
+    V  image codebook size (logits never include the mask token)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import torch
+from torch import Tensor
+
+
+# --------------------------------------------------------------------------- blocks
+@runtime_checkable
+class Block(Protocol):
+    """One pre-norm transformer block: ``h = h + attn(h); h = h + mlp(h)``.
+
+    The block is split into primitives so that an accelerator can run it on any
+    subset of query positions while attending to cached K/V of all positions.
+    """
+
+    num_heads: int
+
+    def qkv(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Attention pre-norm + in-projection. h: (B, Q, D) -> q, k, v each (B, H, Q, Dh)."""
+        ...
+
+    def value(self, h: Tensor) -> Tensor:
+        """Pre-norm + value projection only (cheaper than ``qkv``). (B, Q, D) -> (B, H, Q, Dh)."""
+        ...
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Scaled dot-product attention + out-projection.
+
+        q: (B, H, Q, Dh); k, v: (B, H, L', Dh) -> (B, Q, D), the attention branch
+        output *before* the residual add.
+        """
+        ...
+
+    def mlp(self, h: Tensor) -> Tensor:
+        """Pre-norm MLP branch. (B, Q, D) -> (B, Q, D), before the residual add."""
+        ...
+
+
+@dataclass
+class LayerKV:
+    """Cached keys and values of one block for all L positions: (B, H, L, Dh) each."""
+
+    k: Tensor
+    v: Tensor
+
+
+# ---------------------------------------------------------------------- sampling
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How the generic loop samples (MaskGIT-pytorch v1 semantics by default).
+
+    steps: N, number of reveal steps. More steps: slower, usually better.
+    cfg_weight: classifier-free guidance weight w; logits = (1 + w') l_c - w' l_u.
+        0 disables guidance and halves the cost (one stream).
+    cfg_schedule: "linear" (w' = w * i / (N - 1), MaskGIT-pytorch) or "constant".
+    mask_schedule: "arccos" | "cosine" | "linear": how many tokens each step reveals.
+    temperature: softmax temperature for token sampling (logits are divided by it).
+    gumbel_temperature: scale of the Gumbel noise added to log-confidence, decayed
+        linearly to 0 over the steps (MaskGIT-pytorch ``r_temp``).
+    reveal_policy: "confidence" (MaskGIT) or "halton" (Halton-MaskGIT fixed order).
+    """
+
+    steps: int = 12
+    cfg_weight: float = 3.0
+    cfg_schedule: str = "linear"
+    mask_schedule: str = "arccos"
+    temperature: float = 1.0
+    gumbel_temperature: float = 4.5
+    reveal_policy: str = "confidence"
+
+
+# -------------------------------------------------------------------- base model
+@runtime_checkable
+class BaseModel(Protocol):
+    """A masked image generation model exposed through the block protocol.
+
+    A full forward is::
+
+        h = embed(tokens, cond)                  # (B, L, D)
+        for block in blocks: h = h + block.attend(*block.qkv(h)); h = h + block.mlp(h)
+        f = final_features(h)                    # (B, L, D)  "last-layer features"
+        logits = head(f[:, :P])                  # (B, P, V)
+
+    ``bench.forward`` implements this (and its partial variants) once for all models.
+    """
+
+    name: str
+    seq_len: int  # L
+    num_image_tokens: int  # P
+    codebook_size: int  # V
+    mask_id: int  # token id of [MASK] in the image-token vocabulary
+    dim: int  # D
+    blocks: Sequence[Block]
+    default_sampling: SamplingSettings
+
+    def conditions(self, n: int, generator: torch.Generator) -> Tensor:
+        """n conditions (class labels now, prompts later) drawn from ``generator``."""
+        ...
+
+    def null_conditions(self, cond: Tensor) -> Tensor:
+        """The unconditional counterpart of ``cond`` for classifier-free guidance."""
+        ...
+
+    def initial_tokens(self, n: int) -> Tensor:
+        """The all-mask start: (n, P) long filled with ``mask_id``."""
+        ...
+
+    def embed(self, tokens: Tensor, cond: Tensor, positions: Tensor | None = None) -> Tensor:
+        """Token + position embedding (and any input layers).
+
+        tokens (B, P), cond (B,) -> (B, L, D); with ``positions`` (B, Q) (sequence
+        positions) only those rows are computed and returned: (B, Q, D).
+        """
+        ...
+
+    def embed_tokens(self, ids: Tensor, positions: Tensor) -> Tensor:
+        """Raw token + position embedding of image tokens (no input layers).
+
+        ids, positions: (B, K) -> (B, K, D). Used by learned accelerators (the
+        shortcut embeds newly revealed tokens with the base model's own tables).
+        """
+        ...
+
+    def final_features(self, h: Tensor) -> Tensor:
+        """Last layers after the blocks. (B, Q, D) -> (B, Q, D)."""
+        ...
+
+    def head(self, features: Tensor, positions: Tensor | None = None) -> Tensor:
+        """Features of image positions -> logits over the codebook.
+
+        features: (B, Q, D) at image ``positions`` (B, Q); None means all P image
+        positions in order. Returns (B, Q, V).
+        """
+        ...
+
+    def decode(self, tokens: Tensor) -> Tensor:
+        """(n, P) image tokens -> (n, C, H, W) images in [0, 1]."""
+        ...
+
+    def fingerprint(self) -> str:
+        """A short hash of the weights (binds trained accelerators to this model)."""
+        ...
+
+
+# ------------------------------------------------------------------- accelerator
+@dataclass
+class StepContext:
+    """What the sampling loop hands an accelerator at every step.
+
+    All tensors are for the stacked batch the model sees (B rows; with CFG the
+    first half is the conditional stream, the second the unconditional one).
+    """
+
+    step: int  # i in [0, N)
+    num_steps: int  # N
+    tokens: Tensor  # (B, P) long, mask_id where still masked
+    mask: Tensor  # (B, P) bool, True = still masked
+    cond: Tensor  # (B,) conditions of every row (null condition for the uncond. stream)
+    streams: int  # 2 with classifier-free guidance, else 1
+    revealed_positions: Tensor | None  # (B, K) positions revealed at step i-1 (None at i=0)
+    revealed_ids: Tensor | None  # (B, K) token ids revealed at step i-1
+    prev_features: Tensor | None  # (B, L, D) last-layer features of step i-1 (None at i=0)
+    num_to_reveal: int = 0  # how many tokens this step will reveal per row
+    # (B, R) positions an earlier step reserved (``StepOutput.reserve_steps``) and not yet
+    # revealed, in the order they will be revealed; None when nothing is reserved
+    reserved_positions: Tensor | None = None
+
+
+@dataclass
+class StepOutput:
+    """logits: (B, P, V) for this step. features: (B, L, D) last-layer features
+    (what the next step receives as ``prev_features``); None if not available.
+
+    reserve_steps: m > 0 asks the loop to choose *now*, by this step's confidence, the
+    positions the next m steps will reveal (as many as the schedule gives them), and to
+    reveal exactly those, best first, in those steps (their tokens are still sampled from
+    each step's own logits). Later steps see them as ``StepContext.reserved_positions``.
+    Used by ReCAP (a full step fixes the positions a group of cheap local steps reveals).
+    """
+
+    logits: Tensor
+    features: Tensor | None = None
+    reserve_steps: int = 0
+
+
+@dataclass
+class Counts:
+    """Model-call bookkeeping an accelerator reports (per generated batch).
+
+    full_forwards: base-model forwards over all positions (both CFG streams = 1).
+    partial_forwards: base-model forwards over a subset of query positions.
+    partial_positions: sum over partial forwards of the fraction of positions they
+        covered (so partial_positions / partial_forwards is the mean coverage).
+    other_calls: calls to anything else (e.g. a learned shortcut network).
+    """
+
+    full_forwards: int = 0
+    partial_forwards: int = 0
+    partial_positions: float = 0.0
+    other_calls: int = 0
+
+    def as_dict(self) -> dict[str, float]:
+        cover = self.partial_positions / self.partial_forwards if self.partial_forwards else 0.0
+        return {
+            "full_forwards": self.full_forwards,
+            "partial_forwards": self.partial_forwards,
+            "partial_coverage": cover,
+            "other_calls": self.other_calls,
+        }
+
+
+class Accelerator(Protocol):
+    """One acceleration method. Built by its plugin from a frozen config dataclass.
+
+    The loop calls ``reset`` before every batch, ``num_steps`` to decide N, then
+    ``step`` once per step. ``counts`` accumulates since the last ``reset``.
+    """
+
+    config: Any
+    counts: Counts
+
+    def num_steps(self, default_steps: int) -> int: ...
+
+    def reset(self, model: BaseModel, batch_rows: int) -> None: ...
+
+    def step(self, model: BaseModel, ctx: StepContext) -> StepOutput: ...
+
+
+# ------------------------------------------------------------------------ metrics
+REFERENCES = ("data", "vanilla", "condition")
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """name, unit, higher_is_better, and what the metric compares against:
+    "data" (real images), "vanilla" (vanilla output at the same seed) or
+    "condition" (the requested class / prompt)."""
+
+    name: str
+    unit: str
+    higher_is_better: bool
+    reference: str
+
+    def __post_init__(self) -> None:
+        if self.reference not in REFERENCES:
+            raise ValueError(f"metric {self.name!r}: reference must be one of {REFERENCES}")
+
+
+@dataclass
+class GeneratedBatch:
+    """What the runner hands metrics: one configuration's output for all images."""
+
+    images: Tensor  # (n, C, H, W) in [0, 1]
+    tokens: Tensor  # (n, P)
+    cond: Tensor  # (n,)
+    features: Tensor | None = None  # (n, L, D) final-step conditional features
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,675 @@
+"""Run a sweep: one base model, vanilla + accelerator configurations, paired by seed.
+
+Semantics (every configuration sees exactly the same inputs):
+
+* conditions: drawn once, ``model.conditions(n, torch.Generator().manual_seed(seed))``;
+* batch j (images [j*b, (j+1)*b)) samples with a generator seeded ``seed + j``, so image i
+  of every configuration has the same condition and sampling seed (outputs paired by seed);
+* vanilla at the reference N (``--steps``, default ``model.default_sampling.steps``) runs
+  first, always: it is the latency reference measured in the same run (``speedup``) and the
+  output fidelity metrics compare against. Its tokens/features are saved in the run
+  directory (``vanilla_outputs.pt``) so a resumed run does not regenerate them.
+
+Per configuration: a small untimed warm-up batch; then all batches, each timed alone
+(synchronize + ``perf_counter_ns`` around ``bench.sampling.sample`` only, per-image latency =
+batch time / batch size); decoding timed separately; extra timed passes over the same
+batches (same seeds) when there are fewer batches than ``replicates``; FLOPs per image
+counted once on a small batch; model-call counts averaged over batches; peak memory of the
+whole generation; then the quality metrics on all images. A configuration that raises is
+recorded as failed (with a one-line error; the traceback goes to ``errors.log``) and the
+sweep goes on. Configurations already finished in the run directory are skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import importlib.metadata
+import math
+import platform
+import shlex
+import subprocess
+import sys
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from bench.config import config_tag
+from bench.flops import count_flops
+from bench.plugins import PluginManager, get_manager
+from bench.protocol import BaseModel, Counts, GeneratedBatch, SamplingSettings, StepContext, StepOutput
+from bench.results import ConfigKey, RunLocked, RunStore, atomic_write
+from bench.sampling import sample
+from bench.specs import AcceleratorSpec, MetricContext, MetricUnavailable
+from bench.timing import PeakMemory, cpu_name, device_name, iqr, median, timed
+
+REFERENCE_ACCELERATOR = "vanilla"
+REFERENCE_KEY: ConfigKey = (REFERENCE_ACCELERATOR, "default")
+VANILLA_FILE = "vanilla_outputs.pt"
+WARMUP_BATCH = 2  # images in each warm-up batch
+FLOP_BATCH = 2  # images in the batch whose FLOPs are counted
+
+# Sweep fields that must match to resume (add to) an existing run.
+_COMPAT_FIELDS = (
+    "model",
+    "steps",
+    "seed",
+    "images",
+    "batch_size",
+    "metrics",
+    "replicates",
+    "warmup",
+    "device",
+)
+
+
+class SweepError(ValueError):
+    """A sweep that cannot run as asked (bad option value, incompatible resume, ...)."""
+
+
+@dataclass
+class Sweep:
+    """What to run.
+
+    model: base model spec, e.g. ``maskgit:config=tiny``.
+    accelerators: accelerator spec strings (``few-step:steps=8``); vanilla at the
+        reference N is added first if missing.
+    steps: reference N (None: the model's ``default_sampling.steps``).
+    seed: base seed (conditions; batch j samples with ``seed + j``).
+    images / batch_size: images per configuration and per sampling call.
+    metrics: metric names (None: every registered metric marked ``default``).
+    replicates: minimum number of timed batches per configuration (batches are
+        re-timed, same seeds, when there are fewer); warmup: untimed warm-up batches.
+    name / out: results go to ``out/name`` (name None: derived from the settings, so
+        rerunning the same command resumes the same run).
+    device: "cpu", "cuda", "cuda:1", or "auto".
+    limit: smoke run: at most ``limit`` images per configuration, no extra timing passes.
+    keep_features: keep final-step features for metrics (costs n * L * D floats).
+    retry_failed: rerun configurations recorded as failed in an existing run.
+    """
+
+    model: str
+    accelerators: list[str] = field(default_factory=list)
+    steps: int | None = None
+    seed: int = 0
+    images: int = 64
+    batch_size: int = 16
+    metrics: list[str] | None = None
+    replicates: int = 3
+    warmup: int = 1
+    name: str | None = None
+    out: str = "results"
+    device: str = "auto"
+    limit: int | None = None
+    keep_features: bool = True
+    retry_failed: bool = False
+
+    def validate(self) -> None:
+        for key in ("images", "batch_size", "replicates"):
+            if getattr(self, key) < 1:
+                raise SweepError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.warmup < 0:
+            raise SweepError(f"warmup must be >= 0, got {self.warmup}")
+        if self.steps is not None and self.steps < 1:
+            raise SweepError(f"steps must be >= 1, got {self.steps}")
+        if self.limit is not None and self.limit < 1:
+            raise SweepError(f"limit must be >= 1, got {self.limit}")
+
+
+@dataclass
+class Configuration:
+    """One resolved accelerator configuration of the sweep."""
+
+    spec: str
+    acc: AcceleratorSpec
+    config: Any
+
+    @property
+    def key(self) -> ConfigKey:
+        return (self.acc.name, config_tag(self.config))
+
+
+def spec_string(name: str, options: dict[str, Any]) -> str:
+    """('few-step', {'steps': 8}) -> 'few-step:steps=8' (tuples joined by '/')."""
+
+    def fmt(v: Any) -> str:
+        return "/".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)
+
+    opts = ",".join(f"{k}={fmt(v)}" for k, v in options.items())
+    return f"{name}:{opts}" if opts else name
+
+
+def default_sweep_specs(manager: PluginManager | None = None) -> list[str]:
+    """Vanilla + every registered accelerator's ``default_sweep``, as spec strings."""
+    manager = manager or get_manager()
+    specs = [REFERENCE_ACCELERATOR]
+    for name, acc in manager.accelerators().items():
+        specs += [spec_string(name, opts) for opts in acc.default_sweep]
+    return list(dict.fromkeys(specs))  # vanilla's own default sweep is the reference again
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise SweepError(f"bad --device {device!r}: {err}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SweepError(f"--device {device}: CUDA is not available on this machine")
+    return dev
+
+
+# ------------------------------------------------------------------ feature tap
+class _FeatureTap:
+    """Wraps an accelerator to keep the last step's features (no copy, no extra work)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.last_features: torch.Tensor | None = None
+
+    @property
+    def config(self) -> Any:
+        return self.inner.config
+
+    @property
+    def counts(self) -> Counts:
+        return self.inner.counts
+
+    def num_steps(self, default_steps: int) -> int:
+        return self.inner.num_steps(default_steps)
+
+    def reset(self, model: BaseModel, batch_rows: int) -> None:
+        self.last_features = None
+        self.inner.reset(model, batch_rows)
+
+    def step(self, model: BaseModel, ctx: StepContext) -> StepOutput:
+        out = self.inner.step(model, ctx)
+        self.last_features = out.features  # (B, L, D), conditional stream first
+        return out
+
+
+# -------------------------------------------------------------------- the runner
+class Runner:
+    """Runs one ``Sweep``. ``run()`` returns the run directory."""
+
+    def __init__(
+        self,
+        sweep: Sweep,
+        manager: PluginManager | None = None,
+        command: list[str] | None = None,
+        progress: bool = True,
+    ) -> None:
+        sweep.validate()
+        self.sweep = sweep
+        self.manager = manager or get_manager()
+        self.command = command if command is not None else list(sys.argv)
+        self.progress = progress
+        self.device = resolve_device(sweep.device)
+
+        # Resolve every name and option before building anything: bad input fails fast.
+        self.model_spec, self.model_config = self._resolve_model()
+        self.configurations = self._resolve_configurations()
+        names = sweep.metrics if sweep.metrics is not None else self.manager.default_metrics()
+        self.metric_names = list(dict.fromkeys(names))  # in order, once each
+        for name in self.metric_names:
+            self.manager.get_metric(name)  # unknown names raise with suggestions
+
+        self.n = min(sweep.images, sweep.limit) if sweep.limit else sweep.images
+        self.batch_size = min(sweep.batch_size, self.n)
+        self.replicates = 1 if sweep.limit else sweep.replicates
+        self.model: BaseModel | None = None
+        self.settings: SamplingSettings | None = None
+        self.vanilla: GeneratedBatch | None = None
+        self.metric_cache: dict[str, Any] = {}  # MetricContext.cache, shared by all configurations
+        self.metric_objects: dict[str, Any] = {}
+        self.skipped_metrics: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ resolving
+    def _resolve_model(self) -> tuple[Any, Any]:
+        try:
+            return self.manager.base_model_config(self.sweep.model)
+        except ValueError as err:  # option value conversion / spec syntax
+            raise SweepError(f"--model {self.sweep.model!r}: {err}") from None
+
+    def _resolve_configurations(self) -> list[Configuration]:
+        specs = list(self.sweep.accelerators)
+        if REFERENCE_ACCELERATOR not in self.manager.accelerators():
+            raise SweepError(
+                f"the {REFERENCE_ACCELERATOR!r} accelerator (the speed-up reference) is not "
+                "registered; is migm-bench installed (pip install -e .)?"
+            )
+        configs: dict[ConfigKey, Configuration] = {}
+        for spec in [REFERENCE_ACCELERATOR, *specs]:
+            try:
+                acc, cfg = self.manager.accelerator_config(spec)
+            except ValueError as err:
+                raise SweepError(f"--accel {spec!r}: {err}") from None
+            conf = Configuration(spec, acc, cfg)
+            configs.setdefault(conf.key, conf)  # duplicates (same key) run once
+        return list(configs.values())  # vanilla reference first
+
+    def run_name(self, model_name: str) -> str:
+        if self.sweep.name:
+            return self.sweep.name
+        tag = config_tag(self.model_config)
+        model_part = (
+            model_name if tag == "default" else f"{model_name}-{tag.replace('=', '').replace(',', '-')}"
+        )
+        steps = self.sweep.steps or "default"
+        name = f"{model_part}-N{steps}-n{self.n}-b{self.batch_size}-seed{self.sweep.seed}"
+        return name + (f"-limit{self.sweep.limit}" if self.sweep.limit else "")
+
+    def compat(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the existing one."""
+        return {
+            "model": f"{self.model_spec.name}:{config_tag(self.model_config)}",
+            "steps": self.sweep.steps,
+            "seed": self.sweep.seed,
+            "images": self.n,
+            "batch_size": self.batch_size,
+            "metrics": sorted(self.metric_names),
+            "replicates": self.replicates,
+            "warmup": self.sweep.warmup,
+            "device": str(self.device),
+        }
+
+    # ----------------------------------------------------------------------- run
+    def run(self) -> Path:
+        store = RunStore(Path(self.sweep.out) / self.run_name(self.model_spec.name))
+        try:
+            with store.lock():
+                self._run_locked(store)
+        except RunLocked as err:
+            raise SweepError(str(err)) from None
+        return store.dir
+
+    def _run_locked(self, store: RunStore) -> None:
+        previous = store.read_run_info()
+        self._check_compatible(previous, store)
+        if self.sweep.retry_failed:
+            store.drop_failed()
+        store.drop_unfinished_measurements()  # leftovers of a killed attempt
+
+        with torch.no_grad():
+            self.model = self.model_spec.factory(self.model_config, self.device)
+            base = self.model.default_sampling
+            self.settings = dataclasses.replace(base, steps=self.sweep.steps or base.steps)
+            info = self._run_info(previous)
+            store.write_run_info(info)
+            self._run_all(store)
+            info["finished"] = _now()
+            info["skipped_metrics"] = self.skipped_metrics
+            store.write_run_info(info)
+
+    def _check_compatible(self, previous: dict[str, Any] | None, store: RunStore) -> None:
+        if previous is None:
+            return
+        old = previous.get("compat", {})
+        new = self.compat()
+        diff = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in _COMPAT_FIELDS if old.get(k) != new[k]]
+        if diff:
+            raise SweepError(
+                f"run {store.dir} already holds results of a different sweep ({'; '.join(diff)}); "
+                "choose another --name or --out"
+            )
+
+    def _run_all(self, store: RunStore) -> None:
+        assert self.model is not None
+        cond_gen = torch.Generator().manual_seed(self.sweep.seed)
+        cond = self.model.conditions(self.n, cond_gen).to(self.device)  # (n,) paired across configs
+        finished = store.finished()
+        bar = tqdm(self.configurations, desc="configurations", unit="config", disable=not self.progress)
+        for conf in bar:
+            bar.set_postfix_str(conf.spec)
+            if conf.key in finished:
+                if conf.key == REFERENCE_KEY and finished[conf.key] == "ok":
+                    self.vanilla = self._load_vanilla(store, conf, cond)
+                continue
+            self._run_configuration(store, conf, cond)
+        bar.close()
+
+    # ---------------------------------------------------------------- one config
+    def _batches(self) -> list[tuple[int, int]]:
+        b = self.batch_size
+        return [(lo, min(lo + b, self.n)) for lo in range(0, self.n, b)]
+
+    def _generator(self, seed: int) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def _run_configuration(self, store: RunStore, conf: Configuration, cond: torch.Tensor) -> None:
+        steps: int | None = None
+        try:
+            accelerator = conf.acc.factory(conf.config)
+            steps = accelerator.num_steps(self.settings.steps)
+            rows, summary, generated = self._measure(conf, accelerator, steps, cond, store)
+        except Exception as err:  # noqa: BLE001 (record any failure and go on with the sweep)
+            store.log_error(f"[{_now()}] {conf.spec} ({conf.key[0]}/{conf.key[1]})\n{traceback.format_exc()}")
+            summary = self._summary_base(conf, steps)
+            summary.update(status="failed", error=_error_line(err))
+            store.append(conf.key, [], summary)
+            tqdm.write(f"migm-bench: {conf.spec} failed: {summary['error']}", file=sys.stderr)
+            return
+        if conf.key == REFERENCE_KEY:
+            self.vanilla = generated
+            self._save_vanilla(store, generated)  # before the commit point (the summary row)
+        store.append(conf.key, rows, summary)
+
+    def _measure(
+        self, conf: Configuration, accelerator: Any, steps: int, cond: torch.Tensor, store: RunStore
+    ) -> tuple[list[dict[str, Any]], dict[str, Any], GeneratedBatch]:
+        model, settings, device = self.model, self.settings, self.device
+        tap = _FeatureTap(accelerator)
+        seed = self.sweep.seed
+        batches = self._batches()
+        rows: list[dict[str, Any]] = []
+
+        def row(
+            metric: str,
+            value: float,
+            unit: str,
+            replicate: int = 0,
+            row_seed: int = seed,
+            higher: bool = False,
+            reference: str = "none",
+        ) -> None:
+            rows.append(
+                {
+                    "run_id": store.dir.name,
+                    "base_model": self.sweep.model,
+                    "accelerator": conf.key[0],
+                    "config_tag": conf.key[1],
+                    "steps": steps,
+                    "seed": row_seed,
+                    "replicate": replicate,
+                    "metric": metric,
+                    "value": float(value),
+                    "unit": unit,
+                    "higher_is_better": higher,
+                    "reference": reference,
+                }
+            )
+
+        for _ in range(self.sweep.warmup):  # untimed: lazy init, allocator, caches
+            sample(model, tap, cond[:WARMUP_BATCH], self._generator(seed), settings)
+
+        latencies: list[float] = []
+        decode_times: list[float] = []
+        counts: list[dict[str, float]] = []
+        tokens, images, features = [], [], []
+        n_timed = max(len(batches), self.replicates)
+        inner = tqdm(range(n_timed), desc=conf.spec, unit="batch", leave=False, disable=not self.progress)
+        with PeakMemory(device) as mem:
+            for r in inner:
+                j = r % len(batches)  # r >= len(batches): an extra timing pass over batch j
+                lo, hi = batches[j]
+                with timed(device) as watch:
+                    result = sample(model, tap, cond[lo:hi], self._generator(seed + j), settings)
+                latencies.append(watch.seconds / (hi - lo))
+                row("latency_s_per_image", latencies[-1], "s", r, seed + j)
+                if r >= len(batches):
+                    continue
+                counts.append(tap.counts.as_dict())
+                for name, value in counts[-1].items():
+                    row(name, value, "fraction" if name == "partial_coverage" else "calls", r, seed + j)
+                if self.sweep.keep_features and tap.last_features is not None:
+                    features.append(tap.last_features[: hi - lo].float().cpu())  # conditional stream
+                with timed(device) as watch:
+                    decoded = model.decode(result.tokens)  # (b, C, H, W) in [0, 1]
+                decode_times.append(watch.seconds / (hi - lo))
+                row("decode_s_per_image", decode_times[-1], "s", r, seed + j)
+                tokens.append(result.tokens.cpu())
+                images.append(decoded.cpu())
+        inner.close()
+
+        fb = min(FLOP_BATCH, self.n)
+        flops = count_flops(lambda: sample(model, tap, cond[:fb], self._generator(seed), settings)) / fb
+        row("flops_per_image", flops, "FLOP")
+        row("peak_mem_mb", mem.mb, "MiB")
+
+        generated = GeneratedBatch(
+            images=torch.cat(images),
+            tokens=torch.cat(tokens),
+            cond=cond.cpu(),
+            features=torch.cat(features) if len(features) == len(batches) else None,
+        )
+        metric_values = self._compute_metrics(generated, conf.key)
+        for name, (value, info) in metric_values.items():
+            row(name, value, info.unit, higher=info.higher_is_better, reference=info.reference)
+
+        summary = self._summary_base(conf, steps)
+        mean_counts = {k: sum(c[k] for c in counts) / len(counts) for k in counts[0]}
+        lat_med = median(latencies)
+        reference = self._reference_summary(store, conf, lat_med, flops)
+        summary.update(
+            latency_s_median=lat_med,
+            latency_s_iqr=iqr(latencies),
+            speedup=reference["latency_s_median"] / lat_med if lat_med > 0 else math.nan,
+            flops_per_image=flops,
+            flop_speedup=reference["flops_per_image"] / flops if flops > 0 else math.nan,
+            peak_mem_mb=mem.mb,
+            decode_s_per_image=median(decode_times),
+            status="ok",
+            error="",
+            **mean_counts,
+            **{name: value for name, (value, _) in metric_values.items()},
+        )
+        return rows, summary, generated
+
+    def _reference_summary(
+        self, store: RunStore, conf: Configuration, latency: float, flops: float
+    ) -> dict[str, float]:
+        if conf.key == REFERENCE_KEY:
+            return {"latency_s_median": latency, "flops_per_image": flops}
+        ref = store.summary_row(REFERENCE_KEY)
+        if ref is None or ref.get("status") != "ok":
+            return {"latency_s_median": math.nan, "flops_per_image": math.nan}
+        return {
+            "latency_s_median": float(ref["latency_s_median"]),
+            "flops_per_image": float(ref["flops_per_image"]),
+        }
+
+    def _compute_metrics(self, generated: GeneratedBatch, key: ConfigKey) -> dict[str, tuple[float, Any]]:
+        out = {}
+        vanilla = generated if key == REFERENCE_KEY else self.vanilla
+        ctx = MetricContext(self.model, self.device, vanilla=vanilla, cache=self.metric_cache)
+        for name in self.metric_names:
+            if name in self.skipped_metrics:
+                continue
+            try:
+                if name not in self.metric_objects:
+                    self.metric_objects[name] = self.manager.make_metric(name, self.model)
+                metric = self.metric_objects[name]
+                value = metric.compute(generated, ctx)
+            except MetricUnavailable as why:
+                self.skipped_metrics[name] = str(why)
+                tqdm.write(f"migm-bench: metric {name} skipped: {why}", file=sys.stderr)
+                continue
+            out[name] = (float(value), metric.info)
+        return out
+
+    def _summary_base(self, conf: Configuration, steps: int | None) -> dict[str, Any]:
+        return {
+            "accelerator": conf.key[0],
+            "config_tag": conf.key[1],
+            "steps": steps if steps is not None else math.nan,
+            "spec": conf.spec,
+            "images": self.n,
+        }
+
+    # -------------------------------------------------------------- vanilla I/O
+    def _save_vanilla(self, store: RunStore, generated: GeneratedBatch) -> None:
+        payload = {"tokens": generated.tokens, "cond": generated.cond, "features": generated.features}
+        atomic_write(store.dir / VANILLA_FILE, lambda tmp: torch.save(payload, tmp))
+
+    def _load_vanilla(self, store: RunStore, conf: Configuration, cond: torch.Tensor) -> GeneratedBatch:
+        """Vanilla outputs of a finished reference: tokens (and features) from disk, images
+        re-decoded (decoding is deterministic); regenerated, untimed, if the file is gone."""
+        path = store.dir / VANILLA_FILE
+        payload = torch.load(path, map_location="cpu") if path.exists() else None
+        if payload is None or payload["tokens"].shape != (self.n, self.model.num_image_tokens):
+            tqdm.write(f"migm-bench: {path} missing or stale; regenerating vanilla outputs", file=sys.stderr)
+            return self._generate_untimed(conf, cond, store)
+        tokens = payload["tokens"]
+        images = torch.cat(
+            [self.model.decode(tokens[lo:hi].to(self.device)).cpu() for lo, hi in self._batches()]
+        )
+        return GeneratedBatch(
+            images=images, tokens=tokens, cond=payload["cond"], features=payload["features"]
+        )
+
+    def _generate_untimed(self, conf: Configuration, cond: torch.Tensor, store: RunStore) -> GeneratedBatch:
+        tap = _FeatureTap(conf.acc.factory(conf.config))
+        tokens, images, features = [], [], []
+        for j, (lo, hi) in enumerate(self._batches()):
+            result = sample(self.model, tap, cond[lo:hi], self._generator(self.sweep.seed + j), self.settings)
+            tokens.append(result.tokens.cpu())
+            images.append(self.model.decode(result.tokens).cpu())
+            if self.sweep.keep_features and tap.last_features is not None:
+                features.append(tap.last_features[: hi - lo].float().cpu())
+        generated = GeneratedBatch(
+            images=torch.cat(images),
+            tokens=torch.cat(tokens),
+            cond=cond.cpu(),
+            features=torch.cat(features) if len(features) == len(tokens) else None,
+        )
+        self._save_vanilla(store, generated)
+        return generated
+
+    # ----------------------------------------------------------------- run.json
+    def _run_info(self, previous: dict[str, Any] | None) -> dict[str, Any]:
+        now = _now()
+        invocations = list((previous or {}).get("invocations", []))
+        invocations.append({"date": now, "command": shlex.join(self.command)})
+        configurations = {tuple(c["key"]): c for c in (previous or {}).get("configurations", [])}
+        for conf in self.configurations:
+            configurations[conf.key] = {
+                "key": list(conf.key),
+                "spec": conf.spec,
+                "accelerator": conf.acc.name,
+                "config_tag": conf.key[1],
+                "config": dataclasses.asdict(conf.config),
+                "provider": conf.acc.provider,
+            }
+        metrics = []
+        for name in self.metric_names:
+            spec = self.manager.get_metric(name)
+            metrics.append({**dataclasses.asdict(spec.info), "provider": spec.provider})
+        model = self.model
+        return {
+            "run_id": self.run_name(self.model_spec.name),
+            "created": (previous or {}).get("created", now),
+            "updated": now,
+            "finished": None,
+            "compat": self.compat(),
+            "sweep": dataclasses.asdict(self.sweep),
+            "resolved": {
+                "images": self.n,
+                "batch_size": self.batch_size,
+                "replicates": self.replicates,
+                "reference_steps": self.settings.steps,
+                "device": str(self.device),
+            },
+            "base_model": {
+                "spec": self.sweep.model,
+                "name": self.model_spec.name,
+                "provider": self.model_spec.provider,
+                "config": dataclasses.asdict(self.model_config),
+                "config_tag": config_tag(self.model_config),
+                "fingerprint": _safe(model.fingerprint),
+                "sampling": dataclasses.asdict(self.settings),
+                "num_image_tokens": model.num_image_tokens,
+                "seq_len": model.seq_len,
+            },
+            "configurations": list(configurations.values()),
+            "metrics": metrics,
+            "environment": environment_info(self.device),
+            "invocations": invocations,
+        }
+
+
+# ------------------------------------------------------------------- helpers
+def run_sweep(
+    sweep: Sweep,
+    manager: PluginManager | None = None,
+    command: list[str] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Run ``sweep`` and return its run directory."""
+    return Runner(sweep, manager=manager, command=command, progress=progress).run()
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _safe(fn: Any) -> str:
+    try:
+        return str(fn())
+    except Exception as err:  # noqa: BLE001 (the fingerprint is informative only)
+        return f"unavailable ({type(err).__name__}: {err})"
+
+
+def _error_line(err: BaseException) -> str:
+    """'ValueError: message (at file.py:12 in fn)': the exception and where it was raised."""
+    msg = " ".join(f"{type(err).__name__}: {err}".split())
+    frames = traceback.extract_tb(err.__traceback__)
+    if frames:
+        last = frames[-1]
+        msg += f" (at {Path(last.filename).name}:{last.lineno} in {last.name})"
+    return msg
+
+
+def _iter_versions() -> Iterator[tuple[str, str]]:
+    for dist in (
+        "migm-bench",
+        "torch",
+        "numpy",
+        "pandas",
+        "pyarrow",
+        "pluggy",
+        "torchmetrics",
+        "safetensors",
+        "matplotlib",
+    ):
+        try:
+            yield dist, importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+
+
+def git_info() -> dict[str, Any]:
+    """Commit hash and dirty flag of the checkout holding ``bench`` (None outside git)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(root), *args], check=False, capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_hash": git("rev-parse", "HEAD"), "git_dirty": bool(status) if status is not None else None}
+
+
+def environment_info(device: torch.device) -> dict[str, Any]:
+    return {
+        **git_info(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "versions": dict(_iter_versions()),
+        "cpu": cpu_name(),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch_threads": torch.get_num_threads(),
+        "peak_memory": "cuda max_memory_allocated" if device.type == "cuda" else "process peak RSS (VmHWM)",
+    }

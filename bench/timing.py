@@ -1,0 +1,178 @@
+"""Honest wall-clock timing and peak memory.
+
+Timing follows TorchBench (pytorch/benchmark, ``torchbenchmark/util/experiment/metrics.py``,
+``get_latencies``): a fixed number of warm-up calls, then every replicate is wrapped in a
+device synchronize and ``time.perf_counter_ns()`` on both sides; every replicate is kept
+and summarised by its median and inter-quartile range (the median is robust to the odd
+slow replicate, cf. ``torch.utils.benchmark.Timer.blocked_autorange``).
+
+Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` after a reset of the peak
+statistics (tensor memory only). On CPU, the *process peak resident set size* (``VmHWM`` in
+``/proc/self/status``), reset beforehand through ``/proc/self/clear_refs`` where the kernel
+allows it; where it does not, the value is the peak since process start (an upper bound),
+and where ``/proc`` is missing, ``resource.getrusage(...).ru_maxrss``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for all queued work on ``device`` (no-op on CPU, where ops are synchronous)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+@dataclass
+class Stopwatch:
+    """Elapsed nanoseconds of the last ``timed`` block."""
+
+    ns: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return self.ns / 1e9
+
+
+@contextmanager
+def timed(device: torch.device | str) -> Iterator[Stopwatch]:
+    """``with timed(device) as sw: work()`` -> ``sw.ns``: synchronize, perf_counter_ns,
+    work, synchronize, perf_counter_ns. Only the block is timed."""
+    watch = Stopwatch()
+    synchronize(device)
+    start = time.perf_counter_ns()
+    yield watch
+    synchronize(device)
+    watch.ns = time.perf_counter_ns() - start
+
+
+def time_replicates(
+    fn: Callable[[], Any], device: torch.device | str, replicates: int = 5, warmup: int = 1
+) -> list[int]:
+    """Call ``fn`` ``warmup`` times untimed, then ``replicates`` timed times; returns
+    every replicate's elapsed nanoseconds."""
+    if replicates < 1:
+        raise ValueError(f"replicates must be >= 1, got {replicates}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(replicates):
+        with timed(device) as watch:
+            fn()
+        out.append(watch.ns)
+    return out
+
+
+def median(values: Sequence[float]) -> float:
+    """Median; NaN for no values."""
+    return float(statistics.median(values)) if len(values) else float("nan")
+
+
+def iqr(values: Sequence[float]) -> float:
+    """Inter-quartile range Q3 - Q1 (linear interpolation between order statistics, as
+    numpy's default percentile); 0 for a single value, NaN for none."""
+    if not len(values):
+        return float("nan")
+    if len(values) == 1:
+        return 0.0
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return float(q[2] - q[0])
+
+
+# ------------------------------------------------------------------------- memory
+def _read_vm_hwm_kb() -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])  # "VmHWM:   123456 kB"
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _reset_vm_hwm() -> bool:
+    """Reset the process's peak RSS to its current RSS (Linux >= 4.0). False if refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _ru_maxrss_mb() -> float:
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, else kB
+
+
+class PeakMemory:
+    """Peak memory of a region, in MiB (see the module docstring for what is measured)::
+
+    with PeakMemory(device) as mem:
+        work()
+    mem.mb, mem.kind   # kind: "cuda_max_allocated" | "process_peak_rss" | "process_peak_rss_since_start"
+    """
+
+    def __init__(self, device: torch.device | str) -> None:
+        self.device = torch.device(device)
+        self.mb = float("nan")
+        self.kind = ""
+
+    def __enter__(self) -> PeakMemory:  # noqa: PYI034 (Python 3.10 has no typing.Self)
+        if self.device.type == "cuda":
+            synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.kind = "cuda_max_allocated"
+        else:
+            self.kind = "process_peak_rss" if _reset_vm_hwm() else "process_peak_rss_since_start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            synchronize(self.device)
+            self.mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+            return
+        kb = _read_vm_hwm_kb()
+        if kb is None:
+            self.kind = "process_peak_rss_since_start"
+            self.mb = _ru_maxrss_mb()
+        else:
+            self.mb = kb / 1024
+
+
+def device_name(device: torch.device | str) -> str:
+    """Human-readable name of the device (GPU model, or the CPU model)."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(device)
+    return cpu_name()
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()

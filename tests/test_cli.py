@@ -1,0 +1,146 @@
+"""The ``migm-bench`` command line."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pandas as pd
+import pytest
+from conftest import TINY_MODEL
+
+from bench import cli
+from bench.cli import main
+
+SMALL = ["--images", "2", "--batch-size", "2", "--replicates", "1", "--device", "cpu", "--no-progress"]
+
+
+def test_ls_lists_everything_with_providers(default_manager, capsys):
+    assert main(["ls"]) == 0
+    out = capsys.readouterr().out
+    sections = out.split("accelerators:")
+    assert "maskgit" in sections[0] and "[base_models.maskgit.plugin]" in sections[0]
+    few = next(line for line in out.splitlines() if line.strip().startswith("few-step"))
+    assert "[accelerators.few_step]" in few and "default sweep: 3" in few and "fewer steps" in few
+    metric = next(line for line in out.splitlines() if line.strip().startswith("same_tokens"))
+    assert "higher is better" in metric and "vs vanilla" in metric and "default" in metric
+
+
+def test_run_with_flags_writes_a_run(default_manager, tmp_path, capsys):
+    argv = [
+        "run",
+        "--model",
+        TINY_MODEL,
+        "--accel",
+        "few-step:steps=3",
+        "--accel",
+        "few-step:steps=2",
+        "--metrics",
+        "same_tokens,mean_pixel",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "cli",
+        *SMALL,
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"results: {tmp_path / 'cli'}" in out
+    summary = pd.read_csv(tmp_path / "cli" / "summary.csv")
+    assert list(summary.config_tag) == ["default", "steps=3", "steps=2"]
+    assert {"same_tokens", "mean_pixel"} <= set(summary.columns)
+
+
+def test_run_without_accelerators_uses_the_default_sweep_and_model(default_manager, tmp_path, monkeypatch):
+    monkeypatch.setenv("MIGM_BENCH_MODEL", TINY_MODEL)  # instead of cli.DEFAULT_MODEL
+    assert main(["run", "--out", str(tmp_path), "--name", "d", "--metrics", "", *SMALL]) == 0
+    summary = pd.read_csv(tmp_path / "d" / "summary.csv")
+    # vanilla + few-step's default sweep (steps 8, 6, 4); the boom/sleepy test accelerators have none
+    assert list(summary.accelerator) == ["vanilla", "few-step", "few-step", "few-step"]
+    assert set(summary.config_tag) == {"default", "steps=6", "steps=4"}  # steps=8 is few-step's default
+
+
+def test_yaml_config_with_flag_overrides(default_manager, tmp_path):
+    config = tmp_path / "sweep.yaml"
+    config.write_text(
+        f"model: {TINY_MODEL}\naccelerators: [few-step:steps=3]\nbatch-size: 2\nimages: 4\n"
+        "metrics: same_tokens\nseed: 5\n"
+    )
+    argv = [
+        "run",
+        "--config",
+        str(config),
+        "--images",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--replicates",
+        "1",
+    ]
+    assert main(argv) == 0
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert run_dir.name == "maskgit-Ndefault-n2-b2-seed5"  # images from the flag, seed from the file
+    assert list(pd.read_csv(run_dir / "summary.csv").config_tag) == ["default", "steps=3"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["run", "--model", TINY_MODEL, "--accel", "few_step"],
+            "unknown accelerator 'few_step'. Did you mean: few-step?",
+        ),
+        (["run", "--model", "maskgti"], "unknown base model 'maskgti'. Did you mean: maskgit?"),
+        (["run", "--model", TINY_MODEL, "--accel", "few-step:stepz=2"], "Did you mean: steps?"),
+        (["run", "--model", TINY_MODEL, "--metrics", "same_tokns"], "Did you mean: same_tokens?"),
+        (["-p", "no_such_plugin_module", "ls"], "cannot import plugin module 'no_such_plugin_module'"),
+        (["plot", "/nonexistent/run"], "is not a run directory"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_status_2(default_manager, tmp_path, capsys, argv, message):
+    assert main([*argv, *(["--out", str(tmp_path)] if argv[0] == "run" else [])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("migm-bench: error:") and message in err and err.count("\n") == 1
+
+
+def test_bad_yaml_keys_are_reported(default_manager, tmp_path, capsys):
+    config = tmp_path / "sweep.yaml"
+    config.write_text("modle: x\n")
+    assert main(["run", "--config", str(config)]) == 2
+    assert "unknown key 'modle'. Did you mean: model?" in capsys.readouterr().err
+    assert main(["run", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "cannot read sweep file" in capsys.readouterr().err
+
+
+def test_failed_configuration_gives_exit_status_1(default_manager, tmp_path, capsys):
+    argv = ["run", "--model", TINY_MODEL, "--accel", "boom", "--metrics", "", "--out", str(tmp_path), *SMALL]
+    assert main(argv) == 1
+    assert "1 configuration(s) failed" in capsys.readouterr().err
+
+
+def test_plot_and_report_call_bench_plots(default_manager, tmp_path, monkeypatch, capsys):
+    (tmp_path / "summary.csv").write_text("accelerator\nvanilla\n")
+    calls = []
+    fake = types.ModuleType("bench.plots")
+    fake.plot_run = lambda run_dir: calls.append(("plot", run_dir)) or [run_dir / "pareto.png"]
+    fake.report_markdown = lambda run_dir: calls.append(("report", run_dir)) or "# report"
+    monkeypatch.setitem(sys.modules, "bench.plots", fake)
+    assert main(["plot", str(tmp_path)]) == 0
+    assert main(["report", str(tmp_path)]) == 0
+    assert main(["report", str(tmp_path), "-o", str(tmp_path / "r.md")]) == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path / "pareto.png") in out and "# report" in out
+    assert (tmp_path / "r.md").read_text() == "# report"
+    assert [c[0] for c in calls] == ["plot", "report", "report"]
+
+
+def test_plugins_can_add_commands(default_manager, capsys):
+    assert main(["hello", "--who", "migm"]) == 0
+    assert capsys.readouterr().out.strip() == "hello migm"
+
+
+def test_default_model_constant():
+    assert cli.DEFAULT_MODEL == "fashion"

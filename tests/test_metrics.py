@@ -1,0 +1,230 @@
+"""bench.metrics (fidelity, FID/KID plumbing, IS) and the Fashion metric plugin."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+from torch import nn
+
+from bench.metrics import (
+    PSNR_CAP_DB,
+    FeatureCosine,
+    FIDMetric,
+    KIDMetric,
+    PSNRVsVanilla,
+    RealFeatures,
+    SSIMVsVanilla,
+    TokenAgreement,
+    feature_cosine,
+    inception_score,
+    inception_v3_extractor,
+    psnr,
+    ssim,
+    token_agreement,
+)
+from bench.protocol import GeneratedBatch, MetricInfo
+from bench.specs import MetricContext, MetricUnavailable
+
+
+def batch(images, tokens=None, cond=None, features=None) -> GeneratedBatch:
+    n = len(images)
+    tokens = torch.zeros(n, 4, dtype=torch.long) if tokens is None else tokens
+    cond = torch.arange(n) % 10 if cond is None else cond
+    return GeneratedBatch(images=images, tokens=tokens, cond=cond, features=features)
+
+
+def ctx(vanilla=None) -> MetricContext:
+    return MetricContext(model=None, device=torch.device("cpu"), vanilla=vanilla)
+
+
+# ------------------------------------------------------------------ fidelity
+
+
+def test_identical_batches_are_perfect():
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(4, 1, 16, 16, generator=g)
+    tokens = torch.randint(0, 16, (4, 9), generator=g)
+    feats = torch.randn(4, 10, 8, generator=g)
+    assert psnr(images, images) == PSNR_CAP_DB
+    assert ssim(images, images) == pytest.approx(1.0, abs=1e-9)
+    assert token_agreement(tokens, tokens) == 1.0
+    assert feature_cosine(feats, feats) == pytest.approx(1.0, abs=1e-9)
+    b = batch(images, tokens, features=feats)
+    for metric in (PSNRVsVanilla(), SSIMVsVanilla(), TokenAgreement(), FeatureCosine()):
+        assert metric.compute(b, ctx()) == pytest.approx(
+            1.0 if metric.info.name != "psnr_vs_vanilla" else PSNR_CAP_DB
+        )
+        assert metric.info.reference == "vanilla" and metric.info.higher_is_better
+
+
+def test_known_differences():
+    a = torch.zeros(2, 1, 8, 8)
+    assert psnr(a + 0.1, a) == pytest.approx(20.0)  # MSE 0.01 -> 20 dB
+    assert psnr(torch.cat([a[:1], a[1:] + 0.1]), a) == pytest.approx(
+        (PSNR_CAP_DB + 20.0) / 2
+    )  # per-image mean
+    assert ssim(torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(1)), a + 0.5) < 0.1
+    t = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
+    assert token_agreement(t, torch.tensor([[1, 2, 0, 0], [5, 0, 0, 0]])) == pytest.approx(3 / 8)
+    e0, e1 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    f = torch.stack([e0, e0])[None]  # (1, 2, 2)
+    assert feature_cosine(f, torch.stack([e1, -e0])[None]) == pytest.approx(-0.5)  # cos 0 and -1
+
+
+def test_fidelity_metric_pairs_with_vanilla_by_index():
+    van = batch(torch.zeros(3, 1, 8, 8), tokens=torch.tensor([[1, 1], [2, 2], [3, 3]]))
+    gen = batch(torch.zeros(3, 1, 8, 8) + 0.1, tokens=torch.tensor([[1, 1], [2, 0], [3, 3]]))
+    assert PSNRVsVanilla().compute(gen, ctx(van)) == pytest.approx(20.0)
+    assert TokenAgreement().compute(gen, ctx(van)) == pytest.approx(5 / 6)
+    shuffled = batch(van.images, van.tokens, cond=torch.tensor([2, 1, 0]))
+    with pytest.raises(ValueError, match="conditions differ"):
+        TokenAgreement().compute(gen, ctx(shuffled))
+    with pytest.raises(ValueError, match="cannot pair"):
+        PSNRVsVanilla().compute(batch(torch.zeros(2, 1, 8, 8)), ctx(van))
+    with pytest.raises(ValueError, match="record_features"):
+        FeatureCosine().compute(gen, ctx(van))
+
+
+def test_ssim_rejects_tiny_images():
+    with pytest.raises(ValueError, match="3x3"):
+        ssim(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))
+
+
+# ------------------------------------------------------------------ FID / KID
+
+
+def tiny_extractor(seed=0) -> nn.Module:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.Tanh())
+
+
+def images(n, seed, shift=0.0):
+    return (torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed)) + shift).clamp(0, 1)
+
+
+FID = MetricInfo("fid", "", False, "data")
+KID = MetricInfo("kid", "", False, "data")
+
+
+def test_fid_of_a_set_against_itself_is_zero(tmp_path):
+    ext, real_images = tiny_extractor(), images(300, 0)
+    real = RealFeatures("toy", real_images, ext, cache_dir=tmp_path)
+    metric = FIDMetric(FID, ext, real, batch_size=128)
+    c = ctx()
+    assert metric.compute(batch(real_images), c) == pytest.approx(0.0, abs=1e-4)
+    other = metric.compute(batch(images(300, 1, shift=0.3)), c)
+    assert other > 0.05
+    assert "real_features/toy" in c.cache and c.cache["real_features/toy"].shape == (300, 8)
+    assert (tmp_path / "real_features" / "toy.safetensors").is_file()
+
+
+def test_real_features_come_from_disk_cache(tmp_path):
+    ext = tiny_extractor()
+    first = RealFeatures("toy", images(50, 0), ext, cache_dir=tmp_path).get()
+
+    def no_data():
+        raise AssertionError("real images should not be needed with a disk cache")
+
+    second = RealFeatures("toy", no_data, ext, cache_dir=tmp_path).get(ctx())
+    torch.testing.assert_close(first, second)
+    with pytest.raises(ValueError, match="file-name-safe"):
+        RealFeatures("../x", no_data, ext, cache_dir=tmp_path)
+
+
+def test_kid_zero_for_same_set_and_deterministic(tmp_path):
+    ext, real_images = tiny_extractor(), images(200, 0)
+    metric = KIDMetric(
+        KID, ext, RealFeatures("toy", real_images, ext, cache_dir=False), subsets=20, subset_size=100
+    )
+    state = torch.random.get_rng_state()
+    same = metric.compute(batch(real_images), ctx())
+    assert torch.equal(state, torch.random.get_rng_state())  # global RNG untouched
+    assert abs(same) < 5e-3
+    shifted = batch(images(120, 1, shift=0.3))
+    far = metric.compute(shifted, ctx())
+    assert far > 10 * abs(same) and far == metric.compute(shifted, ctx())
+
+
+def test_fid_needs_two_images(tmp_path):
+    ext = tiny_extractor()
+    metric = FIDMetric(FID, ext, RealFeatures("toy", images(20, 0), ext, cache_dir=False))
+    with pytest.raises(ValueError, match="at least 2"):
+        metric.compute(batch(images(1, 0)), ctx())
+
+
+def test_inception_score_bounds():
+    confident = torch.eye(10) * 50  # one confident image per class
+    assert inception_score(confident) == pytest.approx(10.0, rel=1e-6)
+    assert inception_score(torch.zeros(7, 10)) == pytest.approx(1.0)
+    assert inception_score(confident[:1].repeat(5, 1)) == pytest.approx(1.0)
+
+
+def test_inception_weights_missing_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="inception.pth"):
+        inception_v3_extractor(tmp_path / "inception.pth")
+    with pytest.raises(FileNotFoundError, match="weights-inception-2015-12-05"):
+        inception_v3_extractor(None)
+    with pytest.raises(ValueError, match="2048"):
+        inception_v3_extractor(tmp_path / "x.pth", feature=1000)
+
+
+# ------------------------------------------------------------------ Fashion plugin
+
+
+class StubClassifier(nn.Module):
+    """Class = round(9 * mean intensity): a hand-checkable stand-in for the CNN."""
+
+    def forward(self, x):
+        k = (x.mean((1, 2, 3)) * 9).round().long().clamp(0, 9)
+        return torch.nn.functional.one_hot(k, 10).float() * 20
+
+
+def test_class_accuracy_with_stub_classifier():
+    from base_models.fashion.metrics import ClassAccuracy, InceptionScore
+
+    cond = torch.tensor([0, 3, 9, 5])
+    imgs = (cond.float() / 9)[:, None, None, None].expand(4, 1, 32, 32).clone()
+    imgs[3] = 0.0  # asked for class 5, looks like class 0
+    metric = ClassAccuracy(StubClassifier())
+    assert metric.compute(batch(imgs, cond=cond), ctx()) == pytest.approx(0.75)
+    assert metric.info.reference == "condition"
+    # predicted classes 0, 3, 9, 0: p(y) = (1/2, 1/4, 1/4); mean KL = (2 log 2 + 2 log 4) / 4 = 1.5 log 2
+    assert InceptionScore(StubClassifier()).compute(batch(imgs, cond=cond), ctx()) == pytest.approx(
+        2**1.5, rel=1e-4
+    )
+    with pytest.raises(ValueError, match=r"\(n, 1, 32, 32\)"):
+        metric.compute(batch(torch.zeros(2, 1, 16, 16)), ctx())
+
+
+def test_fashion_metrics_unavailable_for_other_models():
+    from base_models.fashion.metrics import _class_accuracy, _fid, _inception_score, _kid
+
+    imagenet_model = types.SimpleNamespace(name="maskgit-imagenet", dataset="imagenet")
+    for factory in (_fid, _kid, _class_accuracy, _inception_score):
+        with pytest.raises(MetricUnavailable, match="Fashion-MNIST"):
+            factory(imagenet_model)
+
+
+def test_missing_classifier_makes_metric_unavailable(tmp_path):
+    from base_models.fashion.metrics import classifier_for_metrics
+
+    with pytest.raises(MetricUnavailable, match="absent.safetensors"):
+        classifier_for_metrics(tmp_path / "absent.safetensors")
+
+
+def test_plugins_register_all_metrics():
+    from base_models.fashion import metrics
+    from bench import metrics as generic
+
+    specs = []
+    metrics.register_metrics(specs.append)
+    names = {s.info.name: s.info for s in specs}
+    assert set(names) == {"fid", "kid", "class_accuracy", "inception_score"}
+    generic_specs = []
+    generic.register_metrics(generic_specs.append)  # fidelity metrics: a core built-in plugin
+    assert {s.info.name for s in generic_specs} == {"psnr_vs_vanilla", "ssim_vs_vanilla", "token_agreement",
+                                                    "feature_cosine"}  # fmt: skip
+    assert not names["fid"].higher_is_better and names["class_accuracy"].reference == "condition"

@@ -1,0 +1,140 @@
+"""bench.plots: Pareto frontier, figures and Markdown report from a hand-made results folder."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from bench.plots import metric_label, pareto_frontier, plot_run, plotted_points, report_markdown
+
+
+def test_frontier_higher_is_better():
+    latency = [1.0, 2.0, 3.0, 4.0, 2.5]
+    quality = [0.5, 0.7, 0.6, 0.9, 0.7]  # #2 and #4 are dominated by #1
+    assert pareto_frontier(latency, quality, higher_is_better=True) == [0, 1, 3]
+
+
+def test_frontier_lower_is_better_and_nan_and_ties():
+    latency = [4.0, 3.0, 2.0, 1.0, 1.0, 0.5, 2.0]
+    fid = [10.0, 40.0, 30.0, 50.0, 50.0, float("nan"), 30.0]  # 4 duplicates 3, 6 duplicates 2, 5 is NaN
+    assert pareto_frontier(latency, fid, higher_is_better=False) == [3, 2, 0]
+    assert pareto_frontier([], [], True) == []
+    with pytest.raises(ValueError, match="lengths differ"):
+        pareto_frontier([1.0], [1.0, 2.0], True)
+
+
+def test_metric_label_states_direction():
+    assert metric_label("fid", False) == "FID (lower is better)"
+    assert metric_label("psnr_vs_vanilla", True, "dB") == "PSNR vs vanilla [dB] (higher is better)"
+
+
+ROWS = [  # accelerator, config_tag, steps, latency, fid, class_accuracy, status, error
+    ("vanilla", "", 16, 1.0, 10.0, 0.9, "ok", ""),
+    ("few-step", "steps=8", 8, 0.5, 15.0, 0.85, "ok", ""),
+    ("few-step", "steps=4", 4, 0.25, 30.0, 0.7, "ok", ""),
+    ("shortcut", "budget=6", 16, 0.3, 12.0, 0.875, "ok", ""),
+    ("shortcut", "budget=3", 16, 0.2, 20.0, 0.8, "ok", ""),
+    ("shortcut", "budget=1", 16, 0.1, 1.0, 0.99, "failed", "boom | bad"),  # would dominate everything
+]
+
+
+def make_run(tmp_path, tidy_format="parquet"):
+    run = tmp_path / "run1"
+    run.mkdir()
+    summary = pd.DataFrame(
+        [
+            {
+                "accelerator": a, "config_tag": tag, "steps": n, "latency_s_median": lat, "latency_s_iqr": lat / 10,
+                "speedup": 1.0 / lat, "flops_per_image": 1e9 * lat, "flop_speedup": 1.0 / lat, "full_forwards": n,
+                "partial_forwards": 0, "partial_coverage": 0.0, "other_calls": 0, "peak_mem_mb": 10.0,
+                "decode_s_per_image": 0.001, "status": status, "error": err, "fid": fid, "class_accuracy": acc,
+            }
+            for a, tag, n, lat, fid, acc, status, err in ROWS
+        ]
+    )  # fmt: skip
+    summary.to_csv(run / "summary.csv", index=False)
+    tidy = []
+    for a, tag, n, _lat, fid, acc, status, _ in ROWS:
+        if status != "ok":
+            continue
+        for metric, value, higher, unit, ref in (
+            ("fid", fid, False, "", "data"),
+            ("class_accuracy", acc, True, "fraction", "condition"),
+        ):
+            tidy.append({"run_id": "run1", "base_model": "fashion", "accelerator": a, "config_tag": tag, "steps": n, "seed": 0,
+                             "replicate": 0, "metric": metric, "value": value, "unit": unit, "higher_is_better": higher, "reference": ref})  # fmt: skip
+    tidy = pd.DataFrame(tidy)
+    if tidy_format == "parquet":
+        tidy.to_parquet(run / "measurements.parquet")
+    else:
+        tidy.to_csv(run / "measurements.csv", index=False)
+    (run / "run.json").write_text(json.dumps({"run_id": "run1", "base_model": "fashion", "n_images": 500}))
+    return run
+
+
+def test_plot_run_writes_figures_and_points(tmp_path):
+    run = make_run(tmp_path)
+    written = plot_run(run)
+    names = {p.name for p in written}
+    assert {
+        "pareto_fid.png",
+        "pareto_fid.pdf",
+        "pareto_class_accuracy.png",
+        "pareto_class_accuracy.pdf",
+        "pareto_points.csv",
+    } <= names
+    for p in written:
+        assert p.is_file() and p.stat().st_size > 0
+    assert (run / "plots" / "pareto_fid.png").read_bytes()[:4] == b"\x89PNG"
+    points = pd.read_csv(run / "plots" / "pareto_points.csv", keep_default_na=False)
+    assert "budget=1" not in set(points["config_tag"])  # failed row not plotted
+    fid = points[points["metric"] == "fid"]
+    assert len(fid) == 5
+    frontier = set(fid[fid["on_frontier"].astype(str) == "True"]["config_tag"])
+    assert frontier == {"budget=3", "budget=6", ""}  # (0.2, 20), (0.3, 12), vanilla (1.0, 10)
+    acc = points[points["metric"] == "class_accuracy"]
+    assert set(acc[acc["on_frontier"].astype(str) == "True"]["config_tag"]) == {"budget=3", "budget=6", ""}
+    # secondary axis data: speedup vs vanilla = vanilla latency / latency
+    assert fid.set_index("config_tag").loc["steps=4", "speedup"] == pytest.approx(4.0)
+
+
+def test_directions_from_csv_measurements(tmp_path):
+    run = make_run(tmp_path, tidy_format="csv")
+    points = plotted_points(run)
+    assert not points[points["metric"] == "fid"]["higher_is_better"].any()
+    assert points[points["metric"] == "class_accuracy"]["higher_is_better"].all()
+
+
+def test_report_markdown(tmp_path):
+    run = make_run(tmp_path)
+    text = report_markdown(run)
+    lines = text.splitlines()
+    assert lines[0] == "# Run run1"
+    header = next(line for line in lines if line.startswith("| accelerator"))
+    assert "FID ↓" in header and "class accuracy ↑" in header and "latency ms/img" in header
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| accelerator")]
+    assert len(rows) == len(ROWS)  # failed rows are reported
+    vanilla = next(r for r in rows if r.startswith("| vanilla"))
+    assert "(default)" in vanilla and "| 1e+03 |" in vanilla and "| 1× |" in vanilla
+    budget6 = next(r for r in rows if "budget=6" in r)
+    assert "| 300 |" in budget6 and "| 3.33× |" in budget6 and "| 12 |" in budget6 and "| 0.875 |" in budget6
+    failed = next(r for r in rows if "budget=1" in r)
+    assert "failed: boom \\| bad" in failed
+
+
+def test_missing_summary_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="summary.csv"):
+        plot_run(tmp_path)
+
+
+def test_all_failed_writes_only_points(tmp_path):
+    run = make_run(tmp_path)
+    summary = pd.read_csv(run / "summary.csv")
+    summary["status"] = "failed"
+    summary.to_csv(run / "summary.csv", index=False)
+    written = plot_run(run)
+    assert [p.name for p in written] == ["pareto_points.csv"]
+    assert math.isclose(len(pd.read_csv(written[0])), 0)
