@@ -32,6 +32,9 @@ from bench.runner import Sweep, SweepError, default_sweep_specs, run_sweep
 # The base model ``migm-bench run`` uses without --model (provided by the lead's plugin);
 # the MIGM_BENCH_MODEL environment variable overrides it.
 DEFAULT_MODEL = "fashion"
+# What a bare `migm-bench run` uses besides the default sweep: 500 images (FID needs them),
+# five timed batches of 100, results in results/default.
+DEFAULT_RUN = {"name": "default", "images": 500, "batch_size": 100}
 
 
 def default_model() -> str:
@@ -146,6 +149,11 @@ def sweep_from_args(args: argparse.Namespace, manager: PluginManager) -> Sweep:
     if args.retry_failed:
         opts["retry_failed"] = True
     accels = [str(a) for a in (opts.pop("accelerators", None) or [])]
+    if not accels and not args.config:
+        # `migm-bench run` with no sweep given: the default benchmark (issue: results/default,
+        # FID on >= 500 images), unless the user overrides these keys.
+        for key, value in DEFAULT_RUN.items():
+            opts.setdefault(key, value)
     if opts.pop("default_sweep", False) or args.default_sweep or not accels:
         accels = default_sweep_specs(manager) + accels
     opts.setdefault("model", default_model())
@@ -179,7 +187,13 @@ def cmd_run(args: argparse.Namespace, manager: PluginManager) -> int:
     ]
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(summary[cols].to_string(index=False))
+    print(f"quality metrics on {sweep.images if sweep.limit is None else min(sweep.images, sweep.limit)} "
+          f"images per configuration (--images to change)")
     print(f"results: {run_dir}")
+    from bench.plots import plot_run  # the Pareto figures come with every run
+
+    for path in plot_run(run_dir) or []:
+        print(f"figure: {path}")
     failed = summary[summary["status"] == "failed"]
     if not failed.empty:
         print(

@@ -23,7 +23,7 @@ from accelerators.shortcut.collect import collect
 from accelerators.shortcut.data import Trajectories, make_pairs, read_manifest, shard_seed
 from accelerators.shortcut.model import ShortcutNet, ShortcutNetConfig, cost_per_call, embedding_tables
 from accelerators.shortcut.schedule import full_steps
-from accelerators.shortcut.train import TrainOptions, masked_mse, train
+from accelerators.shortcut.train import TrainOptions, ema_decay, lr_factor, masked_mse, train
 from accelerators.shortcut.weights import ShortcutWeightsError, load_shortcut, read_metadata, save_shortcut
 from accelerators.vanilla import Vanilla, VanillaConfig
 from base_models.maskgit.testing import tiny_maskgit
@@ -60,7 +60,9 @@ def test_embedding_tables_reproduce_embed_tokens(tiny):
     assert tok.shape == (tiny.codebook_size, tiny.dim) and pos.shape == (tiny.num_image_tokens, tiny.dim)
     ids = torch.tensor([[0, 3, 15, 7]])
     positions = torch.tensor([[0, 5, 15, 9]])
-    torch.testing.assert_close(tok[ids] + pos[positions], tiny.embed_tokens(ids, positions), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        tok[ids] + pos[positions], tiny.embed_tokens(ids, positions), atol=1e-6, rtol=0
+    )
 
 
 def test_embedding_tables_reject_a_non_additive_embedding(tiny):
@@ -232,7 +234,7 @@ def test_config_errors_are_clear():
 
 # ------------------------------------------------------------------------------ collect
 def collect_tiny(model, out, **overrides):
-    options = dict(steps=4, images=5, batch_size=2, seed=0, shard_size=2, show_progress=False)
+    options = {"steps": 4, "images": 5, "batch_size": 2, "seed": 0, "shard_size": 2, "show_progress": False}
     options.update(overrides)
     return collect(model, out, **options)
 
@@ -264,8 +266,11 @@ def test_collect_resumes_without_rewriting_and_is_rank_independent(tiny, tmp_pat
     assert collect_tiny(tiny, tmp_path / "a") == [first[1]]
     # rank 1 of 2 takes shard 1 only, and produces the same bytes as a single process
     assert collect_tiny(tiny, tmp_path / "b", rank=1, world=2) == [tmp_path / "b" / first[1].name]
-    with safe_open(str(first[1]), framework="pt") as a, safe_open(str(tmp_path / "b" / first[1].name), "pt") as b:
-        for key in a.keys():
+    with (
+        safe_open(str(first[1]), framework="pt") as a,
+        safe_open(str(tmp_path / "b" / first[1].name), "pt") as b,
+    ):
+        for key in a.keys():  # noqa: SIM118 (safe_open is not iterable)
             assert torch.equal(a.get_tensor(key), b.get_tensor(key))
     with pytest.raises(ValueError, match="different trajectory collection"):
         collect_tiny(tiny, tmp_path / "a", steps=3)
@@ -276,7 +281,9 @@ def test_collect_resumes_without_rewriting_and_is_rank_independent(tiny, tmp_pat
 def test_make_pairs_follows_the_reference():
     # 1 image, 1 stream, N = 3 steps, P = 4 image tokens + 1 condition position, D = 2
     feats = torch.arange(3 * 5 * 2, dtype=torch.float16).view(1, 1, 3, 5, 2)
-    data = Trajectories(features=feats, reveal_step=torch.tensor([[1, 0, 2, 1]]), tokens=torch.tensor([[7, 8, 9, 6]]))
+    data = Trajectories(
+        features=feats, reveal_step=torch.tensor([[1, 0, 2, 1]]), tokens=torch.tensor([[7, 8, 9, 6]])
+    )
     b = make_pairs(data, torch.tensor([0, 0]), torch.tensor([0, 0]), torch.tensor([0, 1]))
     torch.testing.assert_close(b.prev[1], feats[0, 0, 1].float())
     torch.testing.assert_close(b.target[1], feats[0, 0, 2].float())
@@ -293,10 +300,31 @@ def test_masked_mse_counts_only_masked_positions():
     assert masked_mse(pred, target, mask).item() == pytest.approx((1 + 1 + 4 + 4) / 4)
 
 
+def test_learning_rate_and_ema_schedules():
+    step = TrainOptions(data="", iters=100, decay_at=10)
+    assert [lr_factor(step, i) for i in (0, 9, 10, 99)] == [1.0, 1.0, 0.1, 0.1]  # reference: x0.1 at 1000
+    cosine = TrainOptions(data="", iters=100, lr_schedule="cosine", decay_factor=0.01)
+    assert lr_factor(cosine, 0) == 1.0 and lr_factor(cosine, 100) == pytest.approx(0.01)
+    assert ema_decay(step, 1) == pytest.approx(2 / 11) and ema_decay(step, 10**6) == step.ema
+    assert ema_decay(TrainOptions(data="", ema_warmup=False), 1) == 0.999
+    with pytest.raises(ValueError, match="lr schedule"):
+        TrainOptions(data="", lr_schedule="linear")
+
+
 def tiny_options(tmp_path, **overrides) -> TrainOptions:
-    options = dict(data=str(tmp_path / "data"), out=str(tmp_path / "w.safetensors"), work=str(tmp_path / "work"),
-                   iters=6, batch_size=4, lr=1e-3, val_every=3, ckpt_every=3, val_fraction=0.2,
-                   curve=str(tmp_path / "curve.csv"), show_progress=False)  # fmt: skip
+    options = {
+        "data": str(tmp_path / "data"),
+        "out": str(tmp_path / "w.safetensors"),
+        "work": str(tmp_path / "work"),
+        "curve": str(tmp_path / "curve.csv"),
+        "iters": 6,
+        "batch_size": 4,
+        "lr": 1e-3,
+        "val_every": 3,
+        "ckpt_every": 3,
+        "val_fraction": 0.2,
+        "show_progress": False,
+    }
     options.update(overrides)
     return TrainOptions(**options)
 
@@ -310,7 +338,10 @@ def test_train_writes_bound_weights_a_curve_and_resumes(tiny, tmp_path):
     net, _ = load_shortcut(tmp_path / "w.safetensors", tiny)
     assert isinstance(net, ShortcutNet)
     rows = (tmp_path / "curve.csv").read_text().splitlines()
-    assert rows[0].startswith("iter,lr,train_loss,val_mse") and [r.split(",")[0] for r in rows[1:]] == ["3", "6"]
+    assert rows[0].startswith("iter,lr,train_loss,val_mse") and [r.split(",")[0] for r in rows[1:]] == [
+        "3",
+        "6",
+    ]
     assert result["val_mse"] > 0 and -1 <= result["val_cos"] <= 1
     with pytest.raises(FileExistsError, match="--resume"):
         train(tiny, tiny_options(tmp_path))
@@ -320,10 +351,23 @@ def test_train_writes_bound_weights_a_curve_and_resumes(tiny, tmp_path):
     assert json.loads(read_metadata(tmp_path / "w.safetensors")["iters"]) == 9
 
 
-def test_train_refuses_trajectories_of_another_model(tiny, tmp_path):
+def test_zero_init_starts_from_the_identity(tiny, tmp_path):
     collect_tiny(tiny, tmp_path / "data", images=3)
+    train(tiny, tiny_options(tmp_path, iters=1, lr=0.0, zero_init=True))
+    net, _ = load_shortcut(tmp_path / "w.safetensors", tiny)
+    feats, ids, pos, t = net_inputs(tiny)
+    assert torch.equal(net(feats, ids, pos, t), feats)
+
+
+def test_train_refuses_trajectories_of_another_model(tiny, tmp_path, capsys):
+    collect_tiny(tiny, tmp_path / "data", images=3)
+    other = tiny_maskgit(1, with_vqgan=False)
     with pytest.raises(ValueError, match="fingerprint"):
-        train(tiny_maskgit(1, with_vqgan=False), tiny_options(tmp_path))
+        train(other, tiny_options(tmp_path))
+    # the command prints one line and exits with status 2
+    assert train_cmd.main(["--data", str(tmp_path / "data"), "--no-progress"], model=other) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("shortcut train: error:") and other.fingerprint() in err
 
 
 def test_no_cross_attention_training_and_cli_flags(tiny, tmp_path):
@@ -367,7 +411,9 @@ def torchrun(tmp_path: Path, module: str, *args: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
            str(script), *args]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
@@ -376,13 +422,15 @@ def test_ddp_collect_and_train_with_two_processes(tiny, tmp_path):
     data = tmp_path / "data"
     torchrun(tmp_path, "collect", "--images", "6", "--steps", "4", "--batch-size", "2", "--shard-size", "2",
              "--out", str(data), "--no-progress")  # fmt: skip
-    assert sorted(p.name for p in data.glob("shard-*.safetensors")) == [f"shard-0000{i}.safetensors" for i in range(3)]
+    assert sorted(p.name for p in data.glob("shard-*.safetensors")) == [
+        f"shard-0000{i}.safetensors" for i in range(3)
+    ]
     # two ranks wrote the same data a single process would have
     single = tmp_path / "single"
     collect_tiny(tiny, single, images=6)
     for shard in single.glob("shard-*.safetensors"):
         with safe_open(str(shard), "pt") as a, safe_open(str(data / shard.name), "pt") as b:
-            assert all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys())
+            assert all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys())  # noqa: SIM118
     torchrun(tmp_path, "train", "--data", str(data), "--out", str(tmp_path / "w.safetensors"), "--iters", "4",
              "--batch-size", "2", "--val-every", "2", "--val-fraction", "0.34", "--curve", str(tmp_path / "c.csv"),
              "--no-progress")  # fmt: skip

@@ -52,7 +52,8 @@ class ShortcutConfig:
 
 
 class Shortcut:
-    """B-of-N full steps; the shortcut network (loaded on first use per base model) in between."""
+    """B-of-N full steps; the shortcut network in between (loaded once per base model, at reset
+    when the run will use it)."""
 
     def __init__(self, config: ShortcutConfig) -> None:
         if config.steps < 0:
@@ -60,18 +61,26 @@ class Shortcut:
         if config.budget < 1:
             raise ValueError(f"shortcut: budget (full steps) must be >= 1, got {config.budget}")
         if config.variant not in VARIANTS:
-            raise UnknownNameError(f"unknown shortcut variant {config.variant!r}.{suggest(config.variant, VARIANTS)}")
+            raise UnknownNameError(
+                f"unknown shortcut variant {config.variant!r}.{suggest(config.variant, VARIANTS)}"
+            )
         self.config = config
         self.counts = Counts()
         self._net: ShortcutNet | None = None
         self._net_model: BaseModel | None = None
         self._full: dict[int, frozenset[int]] = {}
+        self._planned_steps = 0  # N of the run being set up (from num_steps)
 
     def num_steps(self, default_steps: int) -> int:
-        return self.config.steps or default_steps
+        self._planned_steps = self.config.steps or default_steps
+        return self._planned_steps
 
     def reset(self, model: BaseModel, batch_rows: int) -> None:
         self.counts = Counts()
+        # load the weights before sampling starts (not inside the first shortcut step) when this
+        # run will use them; the loop asks num_steps before reset
+        if self._planned_steps and self.config.budget < self._planned_steps:
+            self.network(model)
 
     def full_steps(self, num_steps: int) -> frozenset[int]:
         if num_steps not in self._full:
@@ -98,7 +107,9 @@ class Shortcut:
             )
         net, _ = load_shortcut(path, model)
         wanted = VARIANTS[self.config.variant]
-        if net.config.no_cross_attention != wanted and not (self.config.weights and self.config.variant == "default"):
+        if net.config.no_cross_attention != wanted and not (
+            self.config.weights and self.config.variant == "default"
+        ):
             raise ShortcutWeightsError(
                 f"{path}: trained with no_cross_attention={net.config.no_cross_attention}, but variant "
                 f"{self.config.variant!r} expects {wanted}"

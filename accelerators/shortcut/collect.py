@@ -34,6 +34,7 @@ from accelerators.shortcut.data import (
     MANIFEST,
     STREAM_KEYS,
     dist_env,
+    guarded,
     shard_name,
     shard_plan,
     shard_seed,
@@ -70,7 +71,9 @@ def build_manifest(model: BaseModel, settings: SamplingSettings, *, images: int,
         "seed": seed,
         "images": images,
         "shard_size": shard_size,
-        "shards": [{"file": shard_name(i), "images": n} for i, n in enumerate(shard_plan(images, shard_size))],
+        "shards": [
+            {"file": shard_name(i), "images": n} for i, n in enumerate(shard_plan(images, shard_size))
+        ],
     }
 
 
@@ -159,14 +162,20 @@ def collect(
 
 # --------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--model", default="fashion", help="base model spec, e.g. fashion or maskgit:config=tiny")
+    parser.add_argument(
+        "--model", default="fashion", help="base model spec, e.g. fashion or maskgit:config=tiny"
+    )
     parser.add_argument("--steps", type=int, default=0,
                         help="training N (0 = the model's default; the paper uses 15 for MaskGIT)")  # fmt: skip
     parser.add_argument("--images", type=int, default=1000, help="number of images (trajectories per stream)")
     parser.add_argument("--batch-size", type=int, default=16, help="images sampled together")
-    parser.add_argument("--seed", type=int, default=0, help="collection seed (with the shard index, seeds every shard)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="collection seed (with the shard index, seeds every shard)"
+    )
     parser.add_argument("--out", default="", help="output directory (default data/shortcut/<model name>)")
-    parser.add_argument("--shard-size", type=int, default=64, help="images per shard file (the unit of resuming)")
+    parser.add_argument(
+        "--shard-size", type=int, default=64, help="images per shard file (the unit of resuming)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -174,6 +183,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, model: BaseModel | None = None) -> int:
     """Entry point of the CLI command (``model`` lets tests pass a model object)."""
+    return guarded("shortcut collect", lambda: _run(args, model))
+
+
+def _run(args: argparse.Namespace, model: BaseModel | None) -> int:
     if model is None:
         from bench.plugins import get_manager
 
@@ -184,7 +197,9 @@ def run(args: argparse.Namespace, model: BaseModel | None = None) -> int:
     written = collect(model, out, steps=args.steps, images=args.images, batch_size=args.batch_size,
                       seed=args.seed, shard_size=args.shard_size, model_spec=args.model, rank=rank, world=world,
                       show_progress=not args.no_progress)  # fmt: skip
-    print(f"[rank {rank}/{world}] wrote {len(written)} shard(s) to {out} in {time.perf_counter() - start:.1f}s")
+    print(
+        f"[rank {rank}/{world}] wrote {len(written)} shard(s) to {out} in {time.perf_counter() - start:.1f}s"
+    )
     return 0
 
 

@@ -31,6 +31,8 @@ import hashlib
 import json
 import math
 import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,8 @@ from typing import Any
 import torch
 from safetensors import safe_open
 from torch import Tensor
+
+from bench.config import UnknownNameError
 
 MANIFEST = "manifest.json"
 FORMAT = "migm-bench-shortcut-trajectories"
@@ -68,6 +72,16 @@ def dist_env() -> tuple[int, int]:
     if not 0 <= rank < world:
         raise ValueError(f"RANK={rank} does not fit WORLD_SIZE={world}")
     return rank, world
+
+
+def guarded(prog: str, body: Callable[[], int]) -> int:
+    """Run a CLI command body: user errors (bad files, options or names: ValueError, OSError,
+    UnknownNameError) print one line to stderr and give exit status 2 instead of a traceback."""
+    try:
+        return body()
+    except (ValueError, OSError, UnknownNameError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -115,7 +129,9 @@ class Trajectories:
 def available_shards(root: str | Path, manifest: dict[str, Any]) -> list[tuple[int, str, int]]:
     """(index, file, images) of the planned shards that exist (finished) under ``root``."""
     root = Path(root)
-    return [(i, s["file"], s["images"]) for i, s in enumerate(manifest["shards"]) if (root / s["file"]).is_file()]
+    return [
+        (i, s["file"], s["images"]) for i, s in enumerate(manifest["shards"]) if (root / s["file"]).is_file()
+    ]
 
 
 def load_images(root: str | Path, manifest: dict[str, Any], wanted: list[int]) -> Trajectories:
@@ -206,7 +222,9 @@ def all_pair_indices(num_images: int, streams: int, steps: int) -> Tensor:
     return grid.view(-1, 3)
 
 
-def random_pair_indices(data: Trajectories, batch: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+def random_pair_indices(
+    data: Trajectories, batch: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
     """``batch`` uniform (image, stream, step) triples drawn from ``generator``."""
     image = torch.randint(0, data.num_images, (batch,), generator=generator)
     stream = torch.randint(0, data.streams, (batch,), generator=generator)

@@ -76,10 +76,14 @@ class ShortcutNetConfig:
         if not self.ratio > 0:
             raise ValueError(f"shortcut net: ratio must be > 0, got {self.ratio}")
         if self.num_blocks < 1 or self.heads < 1:
-            raise ValueError(f"shortcut net: num_blocks and heads must be >= 1, got {self.num_blocks}, {self.heads}")
+            raise ValueError(
+                f"shortcut net: num_blocks and heads must be >= 1, got {self.num_blocks}, {self.heads}"
+            )
         if not self.mlp_ratio > 0 or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"shortcut net: need mlp_ratio > 0 and dropout in [0, 1), got "
-                             f"{self.mlp_ratio}, {self.dropout}")
+            raise ValueError(
+                f"shortcut net: need mlp_ratio > 0 and dropout in [0, 1), got "
+                f"{self.mlp_ratio}, {self.dropout}"
+            )
 
     def inner_dim(self, dim: int) -> int:
         """Bottleneck width d = round(D / ratio) (reference rounding)."""
@@ -120,7 +124,9 @@ def embedding_tables(model: BaseModel) -> tuple[Tensor, Tensor]:
     ids = torch.arange(V, device=device)[None]  # (1, V)
     by_token = model.embed_tokens(ids, torch.zeros_like(ids))[0].float()  # (V, D) = T[v] + Q[0]
     positions = torch.arange(P, device=device)[None]  # (1, P)
-    by_position = model.embed_tokens(torch.zeros_like(positions), positions)[0].float()  # (P, D) = T[0] + Q[p]
+    by_position = model.embed_tokens(torch.zeros_like(positions), positions)[
+        0
+    ].float()  # (P, D) = T[0] + Q[p]
     token_table, position_table = by_token, by_position - by_token[0]
 
     g = torch.Generator().manual_seed(0)
@@ -154,7 +160,9 @@ class TimeEmbedder(nn.Module):
 
     def sinusoid(self, t: Tensor) -> Tensor:
         half = self.frequencies // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+        freqs = torch.exp(
+            -math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half
+        )
         args = t.float()[:, None] * freqs[None]  # (B, half)
         emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
         if self.frequencies % 2:
@@ -191,7 +199,9 @@ class Attention(nn.Module):
         k = self._split(F.linear(context, w[d : 2 * d], b[d : 2 * d]))
         v = self._split(F.linear(context, w[2 * d :], b[2 * d :]))
         mask = None if context_mask is None else context_mask[:, None, None, :]  # (B, 1, 1, K)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        o = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        )
         bsz, _, n, _ = o.shape
         return self.out_proj(o.transpose(1, 2).reshape(bsz, n, d))
 
@@ -232,7 +242,9 @@ class ShortcutNet(nn.Module):
     model the weights are bound to, see ``accelerators.shortcut.weights``).
     """
 
-    def __init__(self, config: ShortcutNetConfig, dim: int, token_table: Tensor, position_table: Tensor) -> None:
+    def __init__(
+        self, config: ShortcutNetConfig, dim: int, token_table: Tensor, position_table: Tensor
+    ) -> None:
         super().__init__()
         self.config = config
         self.dim = dim
@@ -247,9 +259,12 @@ class ShortcutNet(nn.Module):
         self.token_proj = (nn.Linear(dim, d) if bottleneck else nn.Identity()) if cross else None
         mlp_hidden = max(1, round(d * config.mlp_ratio))
         self.blocks = nn.ModuleList(
-            ShortcutBlock(d, config.heads, mlp_hidden, config.dropout, cross) for _ in range(config.num_blocks)
+            ShortcutBlock(d, config.heads, mlp_hidden, config.dropout, cross)
+            for _ in range(config.num_blocks)
         )
-        self.final = nn.Sequential(nn.LayerNorm(d, eps=1e-12), nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d, eps=1e-12))
+        self.final = nn.Sequential(
+            nn.LayerNorm(d, eps=1e-12), nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d, eps=1e-12)
+        )
         if config.time_embedding:
             self.time_embed = TimeEmbedder(d)
             self.ada_ln = nn.Linear(d, 2 * d)  # -> scale, shift
@@ -262,7 +277,9 @@ class ShortcutNet(nn.Module):
     def for_model(cls, model: BaseModel, config: ShortcutNetConfig | None = None) -> ShortcutNet:
         """A fresh (randomly initialised) network for ``model``, on the model's device."""
         token_table, position_table = embedding_tables(model)
-        return cls(config or ShortcutNetConfig(), model.dim, token_table, position_table).to(token_table.device)
+        return cls(config or ShortcutNetConfig(), model.dim, token_table, position_table).to(
+            token_table.device
+        )
 
     def embed_new_tokens(self, ids: Tensor, positions: Tensor) -> Tensor:
         """(B, K) image-token ids and image positions -> (B, K, D) base-model embeddings."""
@@ -290,14 +307,18 @@ class ShortcutNet(nn.Module):
             x = block(x, tokens, new_valid)
         x = self.final(x)
         if self.time_embed is not None:
-            scale, shift = self.ada_ln(self.time_embed(mask_ratio)).unsqueeze(1).chunk(2, dim=-1)  # (B, 1, d) each
+            scale, shift = (
+                self.ada_ln(self.time_embed(mask_ratio)).unsqueeze(1).chunk(2, dim=-1)
+            )  # (B, 1, d) each
             x = x * (1 + scale) + shift
         return features + self.proj_out(x)
 
 
 # ---------------------------------------------------------------------------- cost
 @torch.no_grad()
-def cost_per_call(model: BaseModel, net: ShortcutNet, rows: int = 1, new_tokens: int | None = None) -> dict[str, int]:
+def cost_per_call(
+    model: BaseModel, net: ShortcutNet, rows: int = 1, new_tokens: int | None = None
+) -> dict[str, int]:
     """FLOPs (torch's counter, attention included; 2 per multiply-add) of one shortcut call,
     of the logits head it feeds, and of one full base forward (with its head), for ``rows``
     batch rows and ``new_tokens`` revealed tokens (default: P / N at the model's default N).

@@ -9,7 +9,9 @@ validation by cosine similarity and MSE on held-out trajectories, with the "do n
 baseline (f_{i+1} ~ f_i) beside it. The reference trains one pair per GPU for days; here a
 batch mixes pairs of different steps (padded new tokens, masked in the attention), and the
 defaults suit a CPU run of minutes: EMA 0.999 instead of 0.9999 (whose horizon of 10^4
-iterations exceeds such a run). Pairs are built on the fly (``accelerators.shortcut.data``).
+iterations exceeds such a run) with a warm-up of the decay. Two options go beyond the
+reference and are off by default: ``--lr-schedule cosine`` and ``--zero-init`` (start from
+the identity prediction). Pairs are built on the fly (``accelerators.shortcut.data``).
 
 Runs single-process or under ``torchrun --nproc-per-node W -m accelerators.shortcut.train``
 (gloo backend on CPU; each rank trains on its own share of the images; rank 0 writes the
@@ -42,6 +44,7 @@ from accelerators.shortcut.data import (
     all_pair_indices,
     available_shards,
     dist_env,
+    guarded,
     load_images,
     make_pairs,
     random_pair_indices,
@@ -53,7 +56,16 @@ from accelerators.shortcut.weights import default_weights_path, save_shortcut
 from bench.protocol import BaseModel
 
 CHECKPOINT = "checkpoint.pt"
-CURVE_FIELDS = ("iter", "lr", "train_loss", "val_mse", "val_cos", "val_mse_identity", "val_cos_identity", "elapsed_s")
+CURVE_FIELDS = (
+    "iter",
+    "lr",
+    "train_loss",
+    "val_mse",
+    "val_cos",
+    "val_mse_identity",
+    "val_cos_identity",
+    "elapsed_s",
+)
 LR_SCHEDULES = ("step", "cosine", "constant")
 
 
@@ -64,6 +76,9 @@ class TrainOptions:
     iters: optimiser steps. batch_size: pairs per step *per rank*. lr, weight_decay: AdamW.
     lr_schedule: "step" (x decay_factor after decay_at steps, the reference), "cosine" (to
     decay_factor * lr at the end) or "constant". ema: EMA decay of the shipped weights (0 = off).
+    ema_warmup: ramp the EMA decay up from 0.1 (see ``ema_decay``; off = the reference's constant
+    decay). zero_init: start the output projection at zero, i.e. from the identity prediction
+    f_{i+1} = f_i (not in the reference, which starts from a random delta; with a bottleneck only).
     val_fraction: share of images held out. val_every / ckpt_every: iterations between
     validations (and curve rows) / checkpoints. val_pairs: validation pairs at most.
     curve: training-curve CSV (default results/training/shortcut[_nocross].csv).
@@ -81,6 +96,8 @@ class TrainOptions:
     decay_at: int = 1000
     decay_factor: float = 0.1
     ema: float = 0.999
+    ema_warmup: bool = True
+    zero_init: bool = False
     val_fraction: float = 0.05
     val_every: int = 200
     val_pairs: int = 2048
@@ -94,7 +111,9 @@ class TrainOptions:
         if self.iters < 1 or self.batch_size < 1 or self.val_every < 1 or self.ckpt_every < 1:
             raise ValueError("iters, batch size, val_every and ckpt_every must be >= 1")
         if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"unknown lr schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+            raise ValueError(
+                f"unknown lr schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}"
+            )
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema decay must lie in [0, 1), got {self.ema}")
 
@@ -186,6 +205,16 @@ def ema_update(ema: ShortcutNet, net: ShortcutNet, decay: float) -> None:
         e.lerp_(p, 1.0 - decay)
 
 
+def ema_decay(options: TrainOptions, updates: int) -> float:
+    """EMA decay after ``updates`` optimiser steps: constant (the reference's AveragedModel),
+    or with ``ema_warmup`` min(decay, (1 + n) / (10 + n)) (TensorFlow's
+    ExponentialMovingAverage ``num_updates``), so a short run's average is not dominated by
+    the random initial weights."""
+    if not options.ema_warmup:
+        return options.ema
+    return min(options.ema, (1 + updates) / (10 + updates))
+
+
 def _curve_rows_until(path: Path, last_iter: int) -> list[dict[str, str]]:
     """The rows of an existing curve up to ``last_iter`` (a resumed run rewrites the rest)."""
     if not path.is_file():
@@ -225,7 +254,9 @@ def _check_data_matches(model: BaseModel, manifest: dict[str, Any], data: str) -
 
 
 def _resolve_paths(model: BaseModel, options: TrainOptions) -> tuple[Path, Path, Path]:
-    out = Path(options.out) if options.out else default_weights_path(model.name, options.net.no_cross_attention)
+    out = (
+        Path(options.out) if options.out else default_weights_path(model.name, options.net.no_cross_attention)
+    )
     work = Path(options.work) if options.work else Path(options.data) / f"train-{out.stem}"
     suffix = "_nocross" if options.net.no_cross_attention else ""
     curve = Path(options.curve) if options.curve else Path("results") / "training" / f"shortcut{suffix}.csv"
@@ -270,15 +301,20 @@ def _train(model: BaseModel, options: TrainOptions, rank: int, world: int) -> di
     with torch.random.fork_rng(devices=[]):  # same initial weights on every rank, no global RNG touched
         torch.manual_seed(options.seed)
         net = ShortcutNet.for_model(model, options.net).train()
+        if options.zero_init and isinstance(net.proj_out, torch.nn.Linear):
+            torch.nn.init.zeros_(net.proj_out.weight)  # start at the identity f_{i+1} = f_i
+            torch.nn.init.zeros_(net.proj_out.bias)
     ema = copy.deepcopy(net).requires_grad_(False).eval()
     wrapped = ddp_wrap(net) if world > 1 else net
     optimizer = torch.optim.AdamW(net.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(options, it))
 
-    start_iter = 0
+    start_iter, metrics = 0, {}  # metrics: the latest validation summary
     ckpt_path = work / CHECKPOINT
     if ckpt_path.is_file() and not options.resume:
-        raise FileExistsError(f"{ckpt_path} holds an earlier run; pass --resume to continue it or choose another --work")
+        raise FileExistsError(
+            f"{ckpt_path} holds an earlier run; pass --resume to continue it or choose another --work"
+        )
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         if state["net_config"] != asdict(options.net) or state["fingerprint"] != model.fingerprint():
@@ -287,7 +323,7 @@ def _train(model: BaseModel, options: TrainOptions, rank: int, world: int) -> di
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start_iter = state["iter"]
+        start_iter, metrics = state["iter"], state.get("metrics", {})
         if rank == 0:
             print(f"resuming {ckpt_path} at iteration {start_iter}")
     elif options.resume and rank == 0:
@@ -299,20 +335,21 @@ def _train(model: BaseModel, options: TrainOptions, rank: int, world: int) -> di
                desc="train shortcut", unit="it")  # fmt: skip
     started = time.perf_counter()
     loss_sum, loss_count = 0.0, 0
-    metrics: dict[str, float] = {}
 
     def save_checkpoint(it: int) -> None:
         work.mkdir(parents=True, exist_ok=True)
         state = {"net": net.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "iter": it, "net_config": asdict(options.net),
-                 "fingerprint": model.fingerprint(), "options": asdict(options)}  # fmt: skip
+                 "fingerprint": model.fingerprint(), "options": asdict(options), "metrics": metrics}  # fmt: skip
         tmp = ckpt_path.with_name(CHECKPOINT + ".tmp")
         torch.save(state, tmp)
         tmp.replace(ckpt_path)
 
     for it in range(start_iter, options.iters):
         generator.manual_seed(iteration_seed(options.seed, rank, it))
-        batch: PairBatch = make_pairs(train_data, *random_pair_indices(train_data, options.batch_size, generator))
+        batch: PairBatch = make_pairs(
+            train_data, *random_pair_indices(train_data, options.batch_size, generator)
+        )
         batch = batch.to(device)
         pred = wrapped(batch.prev, batch.new_ids, batch.new_positions, batch.mask_ratio, batch.new_valid)
         loss = masked_mse(pred, batch.target, batch.loss_mask)
@@ -321,7 +358,7 @@ def _train(model: BaseModel, options: TrainOptions, rank: int, world: int) -> di
         optimizer.step()
         scheduler.step()
         if options.ema > 0:
-            ema_update(ema, net, options.ema)
+            ema_update(ema, net, ema_decay(options, it + 1))
         loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4g}")
@@ -349,7 +386,9 @@ def _train(model: BaseModel, options: TrainOptions, rank: int, world: int) -> di
         extra = {"iters": options.iters, "data": str(options.data), "images": total,
                  "train_options": {k: v for k, v in asdict(options).items() if k != "net"}, **metrics}  # fmt: skip
         save_shortcut(out, shipped, model, train_steps=manifest["steps"], extra=extra)
-        print(f"wrote {out} (base model {model.name!r}, fingerprint {model.fingerprint()}, N={manifest['steps']})")
+        print(
+            f"wrote {out} (base model {model.name!r}, fingerprint {model.fingerprint()}, N={manifest['steps']})"
+        )
     if dist.is_initialized():
         # Free DDP's reducer (and the gloo work it holds) before the group is torn down: gloo
         # aborts the process if such work outlives the group.
@@ -374,20 +413,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate (reference 1e-4)")
     parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule)
-    parser.add_argument("--decay-at", type=int, default=d.decay_at, help="step schedule: iteration of the decay")
+    parser.add_argument(
+        "--decay-at", type=int, default=d.decay_at, help="step schedule: iteration of the decay"
+    )
     parser.add_argument("--decay-factor", type=float, default=d.decay_factor)
     parser.add_argument("--ema", type=float, default=d.ema, help="EMA decay (0 = off; reference 0.9999)")
+    parser.add_argument(
+        "--no-ema-warmup", action="store_true", help="constant EMA decay from the start (reference)"
+    )
+    parser.add_argument(
+        "--zero-init",
+        action="store_true",
+        help="zero the output projection: training starts from f_{i+1} = f_i (not in the reference)",
+    )
     parser.add_argument("--val-fraction", type=float, default=d.val_fraction, help="share of images held out")
     parser.add_argument("--val-every", type=int, default=d.val_every)
     parser.add_argument("--val-pairs", type=int, default=d.val_pairs)
     parser.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
     parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--curve", default="", help="training-curve CSV (default results/training/shortcut*.csv)")
+    parser.add_argument(
+        "--curve", default="", help="training-curve CSV (default results/training/shortcut*.csv)"
+    )
     parser.add_argument("--ratio", type=float, default=n.ratio, help="bottleneck ratio D / d (reference 2)")
     parser.add_argument("--num-blocks", type=int, default=n.num_blocks, help="cross+self attention pairs")
     parser.add_argument("--heads", type=int, default=n.heads)
     parser.add_argument("--mlp-ratio", type=float, default=n.mlp_ratio)
-    parser.add_argument("--no-time-embedding", action="store_true", help="ablation: no adaLN time conditioning")
+    parser.add_argument(
+        "--no-time-embedding", action="store_true", help="ablation: no adaLN time conditioning"
+    )
     parser.add_argument("--no-cross-attention", action="store_true", help="ablation: ignore the new tokens")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-progress", action="store_true")
@@ -401,7 +454,8 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
     return TrainOptions(
         data=args.data, out=args.out, work=args.work, resume=args.resume, iters=args.iters,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, lr_schedule=args.lr_schedule,
-        decay_at=args.decay_at, decay_factor=args.decay_factor, ema=args.ema, val_fraction=args.val_fraction,
+        decay_at=args.decay_at, decay_factor=args.decay_factor, ema=args.ema, ema_warmup=not args.no_ema_warmup,
+        zero_init=args.zero_init, val_fraction=args.val_fraction,
         val_every=args.val_every, val_pairs=args.val_pairs, ckpt_every=args.ckpt_every, seed=args.seed,
         curve=args.curve, net=net, show_progress=not args.no_progress,
     )  # fmt: skip
@@ -409,6 +463,10 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
 
 def run(args: argparse.Namespace, model: BaseModel | None = None) -> int:
     """Entry point of the CLI command (``model`` lets tests pass a model object)."""
+    return guarded("shortcut train", lambda: _run(args, model))
+
+
+def _run(args: argparse.Namespace, model: BaseModel | None) -> int:
     options = options_from_args(args)
     if model is None:
         from bench.plugins import get_manager

@@ -35,7 +35,11 @@ class ShortcutWeightsError(ValueError):
 
 
 def save_shortcut(
-    path: str | Path, net: ShortcutNet, model: BaseModel, train_steps: int, extra: dict[str, Any] | None = None
+    path: str | Path,
+    net: ShortcutNet,
+    model: BaseModel,
+    train_steps: int,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``net``'s trainable weights with metadata binding them to ``model``; atomic."""
     path = Path(path)
@@ -69,7 +73,9 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     except Exception as err:  # not a safetensors file at all
         raise ShortcutWeightsError(f"{path} is not a safetensors file: {err}") from err
     if meta.get("format") != FORMAT:
-        raise ShortcutWeightsError(f"{path} is not a MIGM-Shortcut weights file (format={meta.get('format')!r})")
+        raise ShortcutWeightsError(
+            f"{path} is not a MIGM-Shortcut weights file (format={meta.get('format')!r})"
+        )
     return meta
 
 
@@ -93,7 +99,7 @@ def load_shortcut(path: str | Path, model: BaseModel) -> tuple[ShortcutNet, dict
         raise ShortcutWeightsError(f"{path}: unreadable net_config metadata: {err}") from err
     net = ShortcutNet.for_model(model, config)
     with safe_open(str(path), framework="pt") as f:
-        state = {k: f.get_tensor(k) for k in f.keys()}
+        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     result = net.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ShortcutWeightsError(
