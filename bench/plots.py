@@ -280,6 +280,8 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     directions = metric_directions(quality_metrics(summary), measurements, meta)
     v_lat = vanilla_latency(summary)
     model = meta.get("base_model") or meta.get("model") or ""
+    if isinstance(model, dict):  # run.json: {"model": {"spec": ..., "name": ..., ...}}
+        model = str(model.get("name") or model.get("spec") or "")
     written: list[Path] = []
     for metric in points["metric"].unique():
         higher, unit = directions[metric]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from accelerators.shortcut.model import ShortcutNet
 from accelerators.shortcut.schedule import full_steps
-from accelerators.shortcut.weights import ShortcutWeightsError, default_weights_path, load_shortcut
+from accelerators.shortcut.weights import ShortcutWeightsError, ShortcutWeightsNotFound, default_weights_path, load_shortcut
 from bench.config import UnknownNameError, suggest
 from bench.forward import full_forward, logits_of
 from bench.hookspecs import hookimpl
@@ -100,7 +100,7 @@ class Shortcut:
         if not path.is_file():
             flag = " --no-cross-attention" if VARIANTS[self.config.variant] else ""
             data = f"data/shortcut/{model.name}"
-            raise ShortcutWeightsError(
+            raise ShortcutWeightsNotFound(
                 f"shortcut weights for base model {model.name!r} not found: {path}. Create them with\n"
                 f"  migm-bench shortcut collect --model {model.name} --out {data}\n"
                 f"  migm-bench shortcut train --data {data} --out {path}{flag}"

@@ -34,6 +34,10 @@ class ShortcutWeightsError(ValueError):
     """A shortcut weights file is missing, malformed, or bound to another base model."""
 
 
+class ShortcutWeightsNotFound(ShortcutWeightsError, FileNotFoundError):
+    """No shortcut weights file where one was expected (e.g. none trained for this model)."""
+
+
 def save_shortcut(
     path: str | Path,
     net: ShortcutNet,
@@ -66,7 +70,7 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     """The metadata of a shortcut weights file (checked to be one)."""
     path = Path(path)
     if not path.is_file():
-        raise ShortcutWeightsError(f"shortcut weights file not found: {path}")
+        raise ShortcutWeightsNotFound(f"shortcut weights file not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
