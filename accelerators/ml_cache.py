@@ -139,8 +139,7 @@ def register_accelerators(register):
             config_cls=MLCacheConfig,
             factory=MLCache,
             description="Lumina-DiMOO ML-Cache: recompute only the least confident positions between refreshes",
-            default_sweep=(
-                {"cache_ratio": 0.5, "refresh_interval": 3},
+            default_sweep=(  # reference, aggressive
                 {},
                 {"cache_ratio": 0.9, "warmup_ratio": 0.15, "refresh_interval": 8},
             ),

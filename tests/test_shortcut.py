@@ -436,3 +436,18 @@ def test_ddp_collect_and_train_with_two_processes(tiny, tmp_path):
              "--no-progress")  # fmt: skip
     assert read_metadata(tmp_path / "w.safetensors")["base_fingerprint"] == tiny.fingerprint()
     assert len((tmp_path / "c.csv").read_text().splitlines()) == 3
+
+
+def test_speedup_limit_and_cost_measurement():
+    from accelerators.shortcut.cost import measure_cost, speedup_limit
+    from accelerators.shortcut.model import ShortcutNet
+    from base_models.maskgit.testing import tiny_maskgit
+
+    assert speedup_limit(16, 16, 0.3) == 1.0  # all steps full: no speed-up
+    assert speedup_limit(16, 4, 0.0) == 4.0  # free shortcut: N / B
+    assert abs(speedup_limit(32, 6, 0.05) - 32 / (6 + 26 * 0.05)) < 1e-12
+    model = tiny_maskgit(0, grid=8, depth=6)
+    net = ShortcutNet.for_model(model).eval()
+    res = measure_cost(model, net, rows=4, replicates=1)
+    assert res["base_flops"] > res["shortcut_flops"] > 0
+    assert 0 < res["c_flops"] < 1 and res["c_latency"] > 0

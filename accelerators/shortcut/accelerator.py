@@ -143,7 +143,6 @@ def register_accelerators(register):
                 {"steps": 16, "budget": 8},
                 {"steps": 16, "budget": 6},
                 {"steps": 16, "budget": 4},
-                {"steps": 32, "budget": 8},
                 {"steps": 32, "budget": 6},
                 {"steps": 16, "budget": 6, "variant": "nocross"},
             ),
@@ -156,10 +155,15 @@ def register_commands(subparsers):
     from accelerators.shortcut import collect, train
 
     parser = subparsers.add_parser("shortcut", help="MIGM-Shortcut: collect trajectories, train the shortcut")
-    commands = parser.add_subparsers(dest="shortcut_command", metavar="{collect,train}", required=True)
+    commands = parser.add_subparsers(dest="shortcut_command", metavar="{collect,train,cost}", required=True)
     collect_parser = commands.add_parser("collect", help="record the base model's feature trajectories",
                                          description=collect.__doc__.splitlines()[0])  # fmt: skip
     collect.add_arguments(collect_parser).set_defaults(func=collect.run)
     train_parser = commands.add_parser("train", help="train the shortcut network on recorded trajectories",
                                        description=train.__doc__.splitlines()[0])  # fmt: skip
     train.add_arguments(train_parser).set_defaults(func=train.run)
+    from accelerators.shortcut import cost
+
+    cost_parser = commands.add_parser("cost", help="per-call FLOPs and latency of the shortcut vs a base forward",
+                                      description=cost.__doc__.splitlines()[0])  # fmt: skip
+    cost.add_arguments(cost_parser).set_defaults(func=cost.run)

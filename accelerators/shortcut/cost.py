@@ -1,0 +1,93 @@
+"""``migm-bench shortcut cost``: the shortcut's per-call cost c as a fraction of one base forward.
+
+Measured side by side in one process, on the same batch rows: FLOPs (torch's counter with
+attention included, ``bench.flops``) and wall-clock latency (warm-up, then R replicates,
+median) of (a) one full base forward + head, (b) one shortcut call + head, for the
+shipped weights of each variant. Then, for the B-of-N schedules asked for, the cost-model
+speed-up limit S* = N / (B + (N - B) * c) against vanilla at N (Zhu et al., arXiv
+2602.23996, Sec. 3 on the cost model; the paper reports c ~ 1/24 for MaskGIT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from accelerators.shortcut.weights import default_weights_path, load_shortcut
+from bench.flops import count_flops
+from bench.forward import full_forward, logits_of
+from bench.timing import median, time_replicates
+
+
+def speedup_limit(steps: int, budget: int, c: float) -> float:
+    """S* = N / (B + (N - B) c): vanilla's N full steps over B full + (N - B) shortcut steps."""
+    return steps / (budget + (steps - budget) * c)
+
+
+@torch.no_grad()
+def measure_cost(model, net, rows: int, replicates: int = 7) -> dict[str, float]:
+    """FLOPs and median latency per call of a base forward and a shortcut call (+ head each)."""
+    g = torch.Generator().manual_seed(0)
+    L, P, D = model.seq_len, model.num_image_tokens, model.dim
+    k = max(1, round(P / model.default_sampling.steps))  # tokens revealed per step, on average
+    tokens = torch.randint(0, model.codebook_size, (rows, P), generator=g)
+    cond = model.conditions(rows, g)
+    feats = torch.randn(rows, L, D, generator=g)
+    ids = torch.randint(0, model.codebook_size, (rows, k), generator=g)
+    pos = torch.stack([torch.randperm(P, generator=g)[:k] for _ in range(rows)])
+    t = torch.full((rows,), 0.5)
+
+    def base() -> torch.Tensor:
+        return logits_of(model, full_forward(model, tokens, cond)[0])
+
+    def shortcut() -> torch.Tensor:
+        return logits_of(model, net(feats, ids, pos, t))
+
+    out = {"rows": rows, "new_tokens": k}
+    for name, fn in (("base", base), ("shortcut", shortcut)):
+        out[f"{name}_flops"] = count_flops(fn) / rows
+        out[f"{name}_latency_s"] = median(time_replicates(fn, "cpu", replicates, warmup=2)) / 1e9 / rows
+    out["c_flops"] = out["shortcut_flops"] / out["base_flops"]
+    out["c_latency"] = out["shortcut_latency_s"] / out["base_latency_s"]
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench.plugins import get_manager
+
+    model = get_manager().make_base_model(args.model, torch.device("cpu"))
+    rows = []
+    for variant, nocross in (("default", False), ("nocross", True)):
+        path = default_weights_path(model.name, nocross)
+        if not path.is_file():
+            print(f"{variant}: no weights at {path}, skipped")
+            continue
+        net, _ = load_shortcut(path, model)
+        net.eval()
+        res = {"variant": variant, **measure_cost(model, net, args.rows, args.replicates)}
+        for spec in args.schedules:
+            n, b = (int(x) for x in spec.split("/"))
+            res[f"S*_N{n}_B{b}_flops"] = speedup_limit(n, b, res["c_flops"])
+            res[f"S*_N{n}_B{b}_latency"] = speedup_limit(n, b, res["c_latency"])
+        rows.append(res)
+        print(f"{variant}: c = {res['c_flops']:.4f} of a base forward in FLOPs (1/{1 / res['c_flops']:.1f}), "
+              f"{res['c_latency']:.4f} in latency (1/{1 / res['c_latency']:.1f}); "
+              f"base {res['base_latency_s'] * 1e3:.2f} ms/row, shortcut {res['shortcut_latency_s'] * 1e3:.2f} ms/row")  # fmt: skip
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--model", default="fashion", help="base model spec (default fashion)")
+    parser.add_argument("--rows", type=int, default=200, help="batch rows per call (default 200: 100 images x CFG)")
+    parser.add_argument("--replicates", type=int, default=7)
+    parser.add_argument("--schedules", nargs="*", default=["16/4", "16/6", "16/8", "32/6"],
+                        help="N/B pairs to report S* for")  # fmt: skip
+    parser.add_argument("--out", default="results/default/shortcut_cost.json")
+    return parser
