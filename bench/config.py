@@ -85,16 +85,20 @@ def build_config(cls: type[T], options: dict[str, Any] | None = None, *, owner: 
     return cls(**kwargs)
 
 
+ALWAYS_TAG = {"tag": "always"}  # field(metadata=ALWAYS_TAG): always part of the tag
+
+
 def config_tag(config: Any) -> str:
-    """Short deterministic tag: the fields that differ from their defaults, ``k=v`` joined
-    by ``,`` in field order; ``default`` when none differ."""
+    """Short deterministic tag: the fields that differ from their defaults (and fields marked
+    ``metadata=ALWAYS_TAG``, e.g. a B-of-N budget), ``k=v`` joined by ``,`` in field order;
+    ``default`` when there are none."""
     parts = []
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         default = f.default if f.default is not dataclasses.MISSING else None
         if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
             default = f.default_factory()  # type: ignore[misc]
-        if value != default:
+        if value != default or f.metadata.get("tag") == "always":
             if isinstance(value, float):
                 value = f"{value:g}"
             elif isinstance(value, (tuple, list)):

@@ -22,11 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-SUMMARY_COLUMNS = (
-    "accelerator", "config_tag", "steps", "latency_s_median", "latency_s_iqr", "speedup",
-    "flops_per_image", "flop_speedup", "full_forwards", "partial_forwards", "partial_coverage",
-    "other_calls", "peak_mem_mb", "decode_s_per_image", "status", "error",
-)  # fmt: skip
+from bench.results import SUMMARY_COLUMNS
+
 OK_STATUSES = {"ok", ""}
 LOWER_IS_BETTER_FALLBACK = ("fid", "kid", "lpips", "mse", "error")  # only when no table says the direction
 PRETTY_NAMES = {
@@ -96,7 +93,7 @@ def read_run(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None, di
 
 def quality_metrics(summary: pd.DataFrame) -> list[str]:
     """The quality-metric columns of summary.csv (everything beyond the fixed columns)."""
-    return [c for c in summary.columns if c not in SUMMARY_COLUMNS]
+    return [c for c in summary.columns if c not in SUMMARY_COLUMNS]  # bench.results owns the schema
 
 
 def metric_directions(

@@ -451,3 +451,11 @@ def test_speedup_limit_and_cost_measurement():
     res = measure_cost(model, net, rows=4, replicates=1)
     assert res["base_flops"] > res["shortcut_flops"] > 0
     assert 0 < res["c_flops"] < 1 and res["c_latency"] > 0
+
+
+def test_shortcut_tag_always_names_the_budget():
+    from accelerators.shortcut.accelerator import ShortcutConfig
+    from bench.config import config_tag
+
+    assert config_tag(ShortcutConfig(steps=16)) == "steps=16,budget=6"
+    assert config_tag(ShortcutConfig(steps=32, budget=8, variant="nocross")) == "steps=32,budget=8,variant=nocross"

@@ -18,13 +18,13 @@ Plugin hooks: the accelerator, and the ``shortcut collect`` / ``shortcut train``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from accelerators.shortcut.model import ShortcutNet
 from accelerators.shortcut.schedule import full_steps
 from accelerators.shortcut.weights import ShortcutWeightsError, ShortcutWeightsNotFound, default_weights_path, load_shortcut
-from bench.config import UnknownNameError, suggest
+from bench.config import ALWAYS_TAG, UnknownNameError, suggest
 from bench.forward import full_forward, logits_of
 from bench.hookspecs import hookimpl
 from bench.protocol import BaseModel, Counts, StepContext, StepOutput
@@ -46,7 +46,7 @@ class ShortcutConfig:
     """
 
     steps: int = 0
-    budget: int = 6
+    budget: int = field(default=6, metadata=ALWAYS_TAG)  # in every tag: legends read "steps=16,budget=6"
     variant: str = "default"
     weights: str = ""
 
