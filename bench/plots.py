@@ -147,16 +147,28 @@ def short_tag(tag: str, steps: Any = None, width: int = 22) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def vanilla_referenced(measurements: pd.DataFrame | None) -> set[str]:
+    """Metrics measured against vanilla's own output (reference "vanilla" in the tidy table)."""
+    if measurements is None or not {"metric", "reference"} <= set(measurements.columns):
+        return set()
+    return set(measurements.loc[measurements["reference"] == "vanilla", "metric"].astype(str))
+
+
 def plotted_points(run_dir: str | Path) -> pd.DataFrame:
     """Tidy table of every plotted point: metric, accelerator, config_tag, steps, latency_s,
-    speedup, value, higher_is_better, on_frontier. Failed rows and missing values excluded."""
+    speedup, value, higher_is_better, on_frontier. Failed rows and missing values excluded,
+    and so is the reference vanilla row for metrics measured against vanilla itself (its
+    value is perfect by construction; the figure marks it with a vertical line instead)."""
     summary, measurements, meta = read_run(run_dir)
     ok = summary[summary["status"].map(is_ok)].reset_index(drop=True)
     v_lat = vanilla_latency(summary)
     directions = metric_directions(quality_metrics(summary), measurements, meta)
+    against_vanilla = vanilla_referenced(measurements)
+    is_reference = (ok["accelerator"] == VANILLA) & (ok["config_tag"].fillna("default") == "default")
     frames = []
     for metric, (higher, _unit) in directions.items():
-        rows = ok[np.isfinite(pd.to_numeric(ok[metric], errors="coerce")) & (ok["latency_s_median"] > 0)]
+        keep = ~is_reference if metric in against_vanilla else pd.Series(True, index=ok.index)
+        rows = ok[keep & np.isfinite(pd.to_numeric(ok[metric], errors="coerce")) & (ok["latency_s_median"] > 0)]
         if rows.empty:
             continue
         lat = rows["latency_s_median"].to_numpy(float)
@@ -248,6 +260,9 @@ def _draw_metric(fig, points: pd.DataFrame, label: str, v_lat: float | None, tit
             label="Pareto frontier",
             zorder=2,
         )
+    reference_shown = ((points["accelerator"] == VANILLA) & (points["config_tag"].fillna("default") == "default")).any()
+    if v_lat and not reference_shown:  # a metric against vanilla: vanilla is the reference, not a point
+        ax.axvline(v_lat, color="black", ls=":", lw=1.2, label="vanilla (the reference)", zorder=1)
     ax.set_xscale("log")
     ax.margins(x=0.1, y=0.08)  # room for the point labels
     _plain_log_ticks(ax.xaxis)
@@ -313,8 +328,21 @@ def _sig(value: Any, digits: int = 3) -> str:
     return f"{v:.{digits}g}"
 
 
+def _percent(value: float) -> str:
+    return "–" if math.isnan(value) else f"{100 * value:.0f} %"
+
+
 def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def saving_realised(speedup: float, flop_speedup: float) -> float:
+    """Share of the FLOP saving the wall clock realises: (1 - 1/speedup) / (1 - 1/flop_speedup).
+
+    1 means latency fell exactly as FLOPs did; NaN when the configuration saves no FLOPs."""
+    if not (flop_speedup > 1 and speedup > 0):
+        return math.nan
+    return (1 - 1 / speedup) / (1 - 1 / flop_speedup)
 
 
 def report_markdown(run_dir: str | Path) -> str:
@@ -329,7 +357,8 @@ def report_markdown(run_dir: str | Path) -> str:
             lines.append(f"- **{key}**: {value}")
     if len(lines) > 2:
         lines.append("")
-    head = ["accelerator", "config", "steps", "latency ms/img", "speedup", "FLOP speedup", "full forwards"]
+    head = ["accelerator", "config", "steps", "latency ms/img", "speedup", "FLOP speedup", "saving realised",
+            "full forwards"]  # fmt: skip
     head += [f"{PRETTY_NAMES.get(m, m)} {'↑' if directions[m][0] else '↓'}" for m in metrics] + ["status"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in summary.iterrows():
@@ -345,6 +374,7 @@ def report_markdown(run_dir: str | Path) -> str:
             _sig(float(r["latency_s_median"]) * 1000 if pd.notna(r["latency_s_median"]) else None),
             _sig(r.get("speedup")) + ("×" if pd.notna(r.get("speedup")) else ""),
             _sig(r.get("flop_speedup")) + ("×" if pd.notna(r.get("flop_speedup")) else ""),
+            _percent(saving_realised(float(r.get("speedup", math.nan)), float(r.get("flop_speedup", math.nan)))),
             _sig(r.get("full_forwards")),
             *[_sig(r[m]) for m in metrics],
             status,

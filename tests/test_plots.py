@@ -138,3 +138,36 @@ def test_all_failed_writes_only_points(tmp_path):
     written = plot_run(run)
     assert [p.name for p in written] == ["pareto_points.csv"]
     assert math.isclose(len(pd.read_csv(written[0])), 0)
+
+
+def test_saving_realised():
+    from bench.plots import saving_realised
+
+    assert saving_realised(2.0, 2.0) == 1.0  # latency fell exactly as FLOPs did
+    assert abs(saving_realised(1.5, 2.0) - (1 / 3) / 0.5) < 1e-12
+    assert math.isnan(saving_realised(1.0, 1.0))  # no FLOP saving: undefined
+
+
+def test_reference_vanilla_not_plotted_for_metrics_against_vanilla(tmp_path):
+    """PSNR of vanilla against itself is perfect by construction: it must not squash the axis."""
+    from bench.plots import plotted_points
+
+    run = tmp_path / "run"
+    run.mkdir()
+    summary = pd.DataFrame({
+        "accelerator": ["vanilla", "few-step"], "config_tag": ["default", "steps=4"], "steps": [16, 4],
+        "latency_s_median": [0.1, 0.025], "speedup": [1.0, 4.0], "status": ["ok", "ok"],
+        "psnr_vs_vanilla": [100.0, 15.0], "fid": [10.0, 12.0],
+    })  # fmt: skip
+    summary.to_csv(run / "summary.csv", index=False)
+    rows = []
+    for metric, ref, hib in (("psnr_vs_vanilla", "vanilla", True), ("fid", "data", False)):
+        for acc, tag in (("vanilla", "default"), ("few-step", "steps=4")):
+            rows.append({"run_id": "run", "accelerator": acc, "config_tag": tag, "metric": metric, "value": 1.0,
+                         "unit": "", "higher_is_better": hib, "reference": ref})  # fmt: skip
+    pd.DataFrame(rows).to_csv(run / "measurements.csv", index=False)
+    pd.DataFrame(rows).to_parquet(run / "measurements.parquet")
+    (run / "run.json").write_text("{}")
+    points = plotted_points(run)
+    assert set(points[points.metric == "psnr_vs_vanilla"].accelerator) == {"few-step"}
+    assert set(points[points.metric == "fid"].accelerator) == {"vanilla", "few-step"}
