@@ -9,8 +9,9 @@ A plugin module implements any of the hooks in ``bench.hookspecs``, e.g.::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import torch
 

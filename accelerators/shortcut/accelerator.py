@@ -23,7 +23,12 @@ from pathlib import Path
 
 from accelerators.shortcut.model import ShortcutNet
 from accelerators.shortcut.schedule import full_steps
-from accelerators.shortcut.weights import ShortcutWeightsError, ShortcutWeightsNotFound, default_weights_path, load_shortcut
+from accelerators.shortcut.weights import (
+    ShortcutWeightsError,
+    ShortcutWeightsNotFound,
+    default_weights_path,
+    load_shortcut,
+)
 from bench.config import ALWAYS_TAG, UnknownNameError, suggest
 from bench.forward import full_forward, logits_of
 from bench.hookspecs import hookimpl

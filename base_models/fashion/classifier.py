@@ -34,6 +34,7 @@ from base_models.fashion.training import (
     save_checkpoint,
     ship_weights,
 )
+from base_models.maskgit.checkpoint import decode_metadata
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "classifier.safetensors"
 DEFAULT_CURVE = Path("results/training/classifier.csv")
@@ -168,12 +169,7 @@ def load_classifier(path: str | Path | None = None, device: torch.device | str =
         raise ClassifierWeightsError(
             f"classifier weights file {path} is corrupt or not a safetensors file: {e}"
         ) from e
-    meta = {}
-    for k, v in raw_meta.items():
-        try:
-            meta[k] = json.loads(v)
-        except json.JSONDecodeError:
-            meta[k] = v
+    meta = decode_metadata(raw_meta)
     if meta.get("kind") != WEIGHTS_KIND:
         raise ClassifierWeightsError(
             f"{path} is not a Fashion-MNIST classifier file (metadata kind={meta.get('kind')!r}, want {WEIGHTS_KIND!r})"

@@ -20,7 +20,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from base_models.fashion.data import data_hash, load_fashion_mnist, to_model_images
-from base_models.fashion.training import append_curve, cosine_lr, load_checkpoint, save_checkpoint, ship_weights
+from base_models.fashion.training import (
+    append_curve,
+    cosine_lr,
+    load_checkpoint,
+    save_checkpoint,
+    ship_weights,
+)
 from base_models.maskgit.checkpoint import load_vqgan_safetensors
 from base_models.maskgit.transformer import MaskTransformer, TransformerConfig
 

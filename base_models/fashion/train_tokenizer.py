@@ -18,7 +18,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from base_models.fashion.data import data_hash, load_fashion_mnist, to_model_images
-from base_models.fashion.training import append_curve, cosine_lr, load_checkpoint, save_checkpoint, ship_weights
+from base_models.fashion.training import (
+    append_curve,
+    cosine_lr,
+    load_checkpoint,
+    save_checkpoint,
+    ship_weights,
+)
 from base_models.maskgit.vqgan import VQGANConfig, VQModel
 
 FASHION_VQGAN = VQGANConfig(

@@ -78,8 +78,7 @@ def _strip_prefixes(state: dict) -> dict:
     out = {}
     for k, v in state.items():
         for prefix in ("module.", "_orig_mod."):
-            if k.startswith(prefix):
-                k = k[len(prefix) :]
+            k = k.removeprefix(prefix)
         out[k] = v
     return out
 
@@ -110,6 +109,17 @@ def load_vqgan_ckpt(path: str | Path, cfg: VQGANConfig = IMAGENET_VQGAN) -> VQMo
 
 
 # ------------------------------------------------------------- shipped safetensors
+def decode_metadata(raw: dict[str, str]) -> dict:
+    """safetensors metadata (all strings) -> values, JSON-decoded where they are JSON."""
+    meta = {}
+    for k, v in raw.items():
+        try:
+            meta[k] = json.loads(v)
+        except json.JSONDecodeError:
+            meta[k] = v
+    return meta
+
+
 def read_safetensors(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], dict]:
     """Tensors + decoded metadata of a shipped weights file; checks its ``kind``."""
     path = Path(path)
@@ -121,12 +131,7 @@ def read_safetensors(path: str | Path, kind: str) -> tuple[dict[str, torch.Tenso
         tensors = load_file(str(path))
     except Exception as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from e
-    meta = {}
-    for k, v in raw_meta.items():
-        try:
-            meta[k] = json.loads(v)
-        except json.JSONDecodeError:
-            meta[k] = v
+    meta = decode_metadata(raw_meta)
     if meta.get("kind") != kind:
         raise CheckpointError(f"{path}: holds {meta.get('kind')!r} weights, expected {kind!r}")
     if "config" not in meta:

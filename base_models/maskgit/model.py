@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import math
+
 import torch
 from torch import Tensor
 
@@ -79,7 +81,7 @@ class MaskGITModel:
     def decode(self, tokens: Tensor) -> Tensor:
         if self.vqgan is None:
             raise RuntimeError(f"{self.name}: no tokenizer loaded, cannot decode tokens to images")
-        g = int(round(self.num_image_tokens**0.5))
+        g = math.isqrt(self.num_image_tokens)
         x = self.vqgan.decode_code(tokens.clamp(0, self.codebook_size - 1).view(-1, g, g))
         return (x.clamp(-1, 1) + 1) / 2
 
