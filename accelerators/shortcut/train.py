@@ -81,7 +81,8 @@ class TrainOptions:
     f_{i+1} = f_i (not in the reference, which starts from a random delta; with a bottleneck only).
     val_fraction: share of images held out. val_every / ckpt_every: iterations between
     validations (and curve rows) / checkpoints. val_pairs: validation pairs at most.
-    curve: training-curve CSV (default results/training/shortcut[_nocross].csv).
+    curve: training-curve CSV (default results/training/shortcut[_nocross].csv when training the
+        shipped weights, else <work>/curve.csv, so trial runs leave the committed curves alone).
     """
 
     data: str
@@ -259,7 +260,9 @@ def _resolve_paths(model: BaseModel, options: TrainOptions) -> tuple[Path, Path,
     )
     work = Path(options.work) if options.work else Path(options.data) / f"train-{out.stem}"
     suffix = "_nocross" if options.net.no_cross_attention else ""
-    curve = Path(options.curve) if options.curve else Path("results") / "training" / f"shortcut{suffix}.csv"
+    shipped = not options.out  # training the shipped weights: their curve is a committed result
+    default_curve = Path("results") / "training" / f"shortcut{suffix}.csv" if shipped else work / "curve.csv"
+    curve = Path(options.curve) if options.curve else default_curve
     return out, work, curve
 
 
