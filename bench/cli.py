@@ -171,27 +171,13 @@ def cmd_run(args: argparse.Namespace, manager: PluginManager) -> int:
     )
     import pandas as pd
 
+    from bench.plots import plot_run, report_markdown  # the table and figures come with every run
+
     summary = pd.read_csv(run_dir / "summary.csv", keep_default_na=False, na_values=[""])
-    cols = [
-        c
-        for c in (
-            "accelerator",
-            "config_tag",
-            "steps",
-            "latency_s_median",
-            "speedup",
-            "flop_speedup",
-            "status",
-        )
-        if c in summary.columns
-    ]
-    with pd.option_context("display.width", 160, "display.max_columns", 20):
-        print(summary[cols].to_string(index=False))
+    print(report_markdown(run_dir))  # latency, speed-ups and every quality metric per configuration
     print(f"quality metrics on {sweep.images if sweep.limit is None else min(sweep.images, sweep.limit)} "
           f"images per configuration (--images to change)")
     print(f"results: {run_dir}")
-    from bench.plots import plot_run  # the Pareto figures come with every run
-
     for path in plot_run(run_dir) or []:
         print(f"figure: {path}")
     failed = summary[summary["status"] == "failed"]
