@@ -242,9 +242,13 @@ def _draw_metric(fig, points: pd.DataFrame, label: str, v_lat: float | None, tit
                 zorder=5,
             )
         else:
-            ax.plot(
-                rows["latency_s"], rows["value"], "o-", color=colors[acc], ms=5, lw=1.5, label=acc, zorder=4
-            )
+            # the line joins the accelerator's own Pareto-optimal configurations; its dominated
+            # ones (e.g. an ablation) are hollow markers, so the line does not zig-zag
+            higher = bool(rows["higher_is_better"].iloc[0])
+            own = rows.iloc[pareto_frontier(rows["latency_s"].to_numpy(float), rows["value"].to_numpy(float), higher)]
+            ax.plot(own["latency_s"], own["value"], "o-", color=colors[acc], ms=5, lw=1.5, label=acc, zorder=4)
+            rest = rows.drop(own.index)
+            ax.plot(rest["latency_s"], rest["value"], "o", mfc="white", color=colors[acc], ms=5, zorder=4)
         for _, r in rows.iterrows():
             ax.annotate(short_tag(r["config_tag"], r["steps"]), (r["latency_s"], r["value"]), textcoords="offset points",
                         xytext=(4, 4), fontsize=6, color="dimgray")  # fmt: skip
