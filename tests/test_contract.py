@@ -15,10 +15,11 @@ guidance, and must:
 * return finite logits of shape (B, P, V) (and features of shape (B, L, D) if any);
 * end with every token in [0, V).
 
-An accelerator whose default configuration needs weights that do not exist for the tiny
-model (the shortcut: its trained network is bound to a base model) is skipped, with the
-reason, when building, resetting or running it raises ``FileNotFoundError`` (or a subclass):
-the convention for "a weights file is missing". Nothing else is skipped.
+The shortcut's trained network is bound to a base model, so a fixture writes untrained
+(seeded) shortcut weights for the tiny model and the shortcut runs the contract like the
+rest. A third-party accelerator whose weights do not exist for the tiny model is skipped,
+with the reason, when building, resetting or running it raises ``FileNotFoundError`` (or a
+subclass): the convention for "a weights file is missing". Nothing else is skipped.
 """
 
 from __future__ import annotations
@@ -75,6 +76,28 @@ CASES = [
 def model():
     # an 8x8 grid (P = 64) so that every sweep's N (up to 32 in the shortcut's) fits
     return tiny_maskgit(seed=0, with_vqgan=False, grid=8)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_shortcut_weights(model, tmp_path_factory):
+    """Learned accelerators get weights for the tiny model, so the contract covers them too:
+    untrained shortcut networks (seeded), bound to the tiny model's fingerprint, in a
+    temporary weights folder. Their outputs are meaningless; the contract is not."""
+    if "shortcut" not in ACCELERATORS:
+        yield
+        return
+    from accelerators.shortcut import weights as shortcut_weights
+    from accelerators.shortcut.model import ShortcutNet, ShortcutNetConfig
+
+    folder = tmp_path_factory.mktemp("shortcut-weights")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(shortcut_weights, "WEIGHTS_DIR", folder)
+        for nocross in (False, True):
+            with torch.random.fork_rng():
+                torch.manual_seed(0)
+                net = ShortcutNet.for_model(model, ShortcutNetConfig(no_cross_attention=nocross))
+            shortcut_weights.save_shortcut(shortcut_weights.default_weights_path(model.name, nocross), net, model, 0)
+        yield
 
 
 @pytest.fixture(params=list(SETTINGS), scope="module")
