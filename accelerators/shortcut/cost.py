@@ -50,6 +50,9 @@ def measure_cost(model, net, rows: int, replicates: int = 7) -> dict[str, float]
     for name, fn in (("base", base), ("shortcut", shortcut)):
         out[f"{name}_flops"] = count_flops(fn) / rows
         out[f"{name}_latency_s"] = median(time_replicates(fn, "cpu", replicates, warmup=2)) / 1e9 / rows
+    out["head_flops"] = count_flops(lambda: logits_of(model, feats)) / rows
+    # the network alone against the blocks alone (no head): the paper's "1/20 of the base" size
+    out["net_only_ratio_flops"] = (out["shortcut_flops"] - out["head_flops"]) / (out["base_flops"] - out["head_flops"])
     out["c_flops"] = out["shortcut_flops"] / out["base_flops"]
     out["c_latency"] = out["shortcut_latency_s"] / out["base_latency_s"]
     return out
@@ -73,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
             res[f"S*_N{n}_B{b}_flops"] = speedup_limit(n, b, res["c_flops"])
             res[f"S*_N{n}_B{b}_latency"] = speedup_limit(n, b, res["c_latency"])
         rows.append(res)
+        print(f"{variant}: network alone {res['shortcut_flops'] - res['head_flops']:.4g} FLOPs/row vs base forward "
+              f"{res['base_flops'] - res['head_flops']:.4g} (1/{1 / res['net_only_ratio_flops']:.1f}); with the head "
+              "each step needs:")  # fmt: skip
         print(f"{variant}: c = {res['c_flops']:.4f} of a base forward in FLOPs (1/{1 / res['c_flops']:.1f}), "
               f"{res['c_latency']:.4f} in latency (1/{1 / res['c_latency']:.1f}); "
               f"base {res['base_latency_s'] * 1e3:.2f} ms/row, shortcut {res['shortcut_latency_s'] * 1e3:.2f} ms/row")  # fmt: skip
