@@ -324,11 +324,14 @@ class Runner:
         cond_gen = torch.Generator().manual_seed(self.sweep.seed)
         cond = self.model.conditions(self.n, cond_gen).to(self.device)  # (n,) paired across configs
         finished = store.finished()
+        # vanilla's outputs are needed only by configurations still to run (fidelity metrics):
+        # a rerun of a finished sweep must not reload, let alone regenerate, them
+        pending = any(conf.key not in finished for conf in self.configurations)
         bar = tqdm(self.configurations, desc="configurations", unit="config", disable=not self.progress)
         for conf in bar:
             bar.set_postfix_str(conf.spec)
             if conf.key in finished:
-                if conf.key == REFERENCE_KEY and finished[conf.key] == "ok":
+                if pending and conf.key == REFERENCE_KEY and finished[conf.key] == "ok":
                     self.vanilla = self._load_vanilla(store, conf, cond)
                 continue
             self._run_configuration(store, conf, cond)

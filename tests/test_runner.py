@@ -118,6 +118,15 @@ def test_rerun_skips_finished_configurations_and_reloads_vanilla(manager, tmp_pa
     assert len(json.loads(store.run_json.read_text())["invocations"]) == 2
 
 
+def test_rerun_of_a_finished_sweep_does_not_regenerate_vanilla(manager, tmp_path):
+    """Nothing left to run: vanilla's outputs (needed only by pending configurations) are not
+    reloaded, and not regenerated when their file is gone (e.g. a fresh clone of a run)."""
+    run_dir = run_sweep(tiny_sweep(tmp_path, ["few-step:steps=4"]), manager=manager, progress=False)
+    (run_dir / "vanilla_outputs.pt").unlink()
+    run_sweep(tiny_sweep(tmp_path, ["few-step:steps=4"]), manager=manager, progress=False)
+    assert not (run_dir / "vanilla_outputs.pt").exists()
+
+
 def test_killed_run_resumes_with_every_configuration_once(manager, tmp_path, monkeypatch):
     sweep = tiny_sweep(tmp_path, ["few-step:steps=4", "interrupt", "few-step:steps=3"], replicates=2)
     # 1) killed while sampling the second configuration
