@@ -23,6 +23,7 @@ Distribution metrics against real images (reference "data"), with any feature ex
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import warnings
@@ -202,6 +203,15 @@ def extract_features(module: nn.Module, images: Tensor, batch_size: int = 500) -
         module(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)
     ]
     return torch.cat(chunks)
+
+
+def file_hash(path: str | os.PathLike) -> str:
+    """sha256 (first 16 hex digits) of a file's bytes: keys caches of real-data features."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
 
 
 def _check_key(key: str) -> str:
@@ -441,8 +451,53 @@ def inception_score(logits: Tensor) -> float:
     return float(kl.mean().exp())
 
 
+# ------------------------------------------------------------------ Inception FID (opt-in)
+INCEPTION_WEIGHTS_ENV = "MIGM_INCEPTION_WEIGHTS"  # torch-fidelity's Inception-v3 weights file
+FID_REFERENCE_ENV = "MIGM_FID_REFERENCE"  # .npz of real images, uint8 (N, H, W, 3) under "arr_0"
+FID_INCEPTION_INFO = MetricInfo("fid_inception", "", False, "data")
+
+
+def load_reference_images(path: str | os.PathLike) -> Tensor:
+    """Real images of an FID reference batch (the ``arr_0`` layout of ADM/guided-diffusion's
+    ``VIRTUAL_imagenet256_labeled.npz``): uint8 (N, H, W, C) -> float (N, C, H, W) in [0, 1]."""
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"FID reference images not found: {path}")
+    with np.load(path) as data:
+        if "arr_0" not in data:
+            raise ValueError(f"{path}: no 'arr_0' array of images (keys: {', '.join(data.files)})")
+        arr = data["arr_0"]
+    if arr.ndim != 4 or arr.dtype != np.uint8:
+        raise ValueError(f"{path}: 'arr_0' must be uint8 (N, H, W, C), got {arr.dtype} {arr.shape}")
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(255.0)
+
+
+def fid_inception_metric(model=None) -> FIDMetric:
+    """FID with the standard Inception-v3 (2048-d pool features) for real-image models: the
+    weights file from ``$MIGM_INCEPTION_WEIGHTS``, the real images from ``$MIGM_FID_REFERENCE``.
+    Not in the default metric set; unavailable (with the reason) when either is unset."""
+    from bench.specs import MetricUnavailable
+
+    weights, reference = os.environ.get(INCEPTION_WEIGHTS_ENV), os.environ.get(FID_REFERENCE_ENV)
+    if not weights or not reference:
+        raise MetricUnavailable(
+            f"fid_inception needs ${INCEPTION_WEIGHTS_ENV} (a local {INCEPTION_WEIGHTS_FILE}) and "
+            f"${FID_REFERENCE_ENV} (an .npz of real images under 'arr_0')"
+        )
+    extractor = inception_v3_extractor(weights)
+    if not Path(reference).is_file():
+        raise FileNotFoundError(f"FID reference images not found: {reference} (${FID_REFERENCE_ENV})")
+    key = f"inception-{file_hash(weights)}-{file_hash(reference)}"
+    real = RealFeatures(key, lambda: load_reference_images(reference), extractor)
+    return FIDMetric(FID_INCEPTION_INFO, extractor, real)
+
+
 @hookimpl
 def register_metrics(register):
-    """The fidelity metrics are generic (any base model): a built-in plugin of the core."""
+    """The fidelity metrics are generic (any base model): a built-in plugin of the core;
+    so is the opt-in Inception FID for real-image models."""
     for spec in fidelity_metric_specs():
         register(spec)
+    register(MetricSpec(info=FID_INCEPTION_INFO, factory=fid_inception_metric, default=False))

@@ -226,5 +226,41 @@ def test_plugins_register_all_metrics():
     generic_specs = []
     generic.register_metrics(generic_specs.append)  # fidelity metrics: a core built-in plugin
     assert {s.info.name for s in generic_specs} == {"psnr_vs_vanilla", "ssim_vs_vanilla", "token_agreement",
-                                                    "feature_cosine"}  # fmt: skip
+                                                    "feature_cosine", "fid_inception"}  # fmt: skip
+    assert [s.info.name for s in generic_specs if not s.default] == ["fid_inception"]  # opt-in
     assert not names["fid"].higher_is_better and names["class_accuracy"].reference == "condition"
+
+
+def test_fid_inception_is_opt_in_and_wired(tmp_path, monkeypatch):
+    """Unavailable (naming both variables) until configured; then FID of the reference images
+    against themselves is ~0 through the real plumbing (reference loading, feature cache,
+    torchmetrics FID). The Inception network itself is replaced by a small stand-in: its
+    weights cannot be fetched here."""
+    import numpy as np
+
+    from bench import metrics as generic
+    from bench.protocol import GeneratedBatch
+    from bench.specs import MetricContext, MetricUnavailable
+
+    monkeypatch.delenv(generic.INCEPTION_WEIGHTS_ENV, raising=False)
+    monkeypatch.delenv(generic.FID_REFERENCE_ENV, raising=False)
+    with pytest.raises(MetricUnavailable, match="MIGM_INCEPTION_WEIGHTS.*MIGM_FID_REFERENCE"):
+        generic.fid_inception_metric()
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
+    np.savez(tmp_path / "ref.npz", arr_0=images)
+    (tmp_path / "inception.pth").write_bytes(b"stand-in weights")
+    monkeypatch.setenv(generic.INCEPTION_WEIGHTS_ENV, str(tmp_path / "inception.pth"))
+    monkeypatch.setenv(generic.FID_REFERENCE_ENV, str(tmp_path / "ref.npz"))
+    monkeypatch.setenv("MIGM_BENCH_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    stand_in = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 6))
+    monkeypatch.setattr(generic, "inception_v3_extractor", lambda path: stand_in)
+    metric = generic.fid_inception_metric()
+    real = generic.load_reference_images(tmp_path / "ref.npz")
+    assert real.shape == (40, 3, 8, 8) and 0 <= real.min() and real.max() <= 1
+    ctx = MetricContext(model=None, device=torch.device("cpu"))
+    same = metric.compute(GeneratedBatch(images=real, tokens=torch.zeros(40, 4), cond=torch.zeros(40)), ctx)
+    other = metric.compute(GeneratedBatch(images=real * 0.2, tokens=torch.zeros(40, 4), cond=torch.zeros(40)), ctx)
+    assert abs(same) < 1e-3 and other > same + 1e-3

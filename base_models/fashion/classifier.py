@@ -15,7 +15,6 @@ on each side (``base_models.fashion.data.to_model_images``), the same as the ima
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -35,6 +34,7 @@ from base_models.fashion.training import (
     ship_weights,
 )
 from base_models.maskgit.checkpoint import decode_metadata
+from bench.metrics import file_hash
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "classifier.safetensors"
 DEFAULT_CURVE = Path("results/training/classifier.csv")
@@ -137,15 +137,6 @@ class PenultimateFeatures(nn.Module):
 
 
 # ---------------------------------------------------------------------------- loading
-
-
-def file_hash(path: Path) -> str:
-    """sha256 (first 16 hex digits) of a file's bytes: keys caches of real-data features."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def load_classifier(path: str | Path | None = None, device: torch.device | str = "cpu") -> FashionClassifier:
