@@ -11,7 +11,10 @@ Dynamics" (arXiv 2602.23996), and Kaiwen-Zhu/MIGM-Shortcut,
 * ``num_blocks`` blocks (reference ``n_block``, default 1), each a pre-norm cross-attention
   (queries from the normalised features; keys/values from the projected new-token
   embeddings, *not* normalised, as the reference passes them straight to the attention)
-  with a 4x feed-forward, then a pre-norm self-attention with a 4x feed-forward;
+  with a 4x feed-forward, then a self-attention with a 4x feed-forward whose *queries* come
+  from the normalised features and whose keys/values come from the un-normalised features
+  (the reference's ``PreNorm`` normalises only its first argument and its self-attention is
+  called as ``self_attn(x, key=x, value=x)``);
 * a final ``LayerNorm -> Linear -> GELU -> LayerNorm`` (eps 1e-12), then adaLN
   ``x * (1 + scale) + shift`` with scale/shift from the time embedding (applied once,
   after the final layer, before the output projection);
@@ -28,7 +31,12 @@ the reference (1025 = 1024 image tokens + the class token).
 
 ``no_cross_attention`` is the paper's ablation "replacing cross-attention with
 self-attention (removing token input)": the first attention of every block attends over
-the (normalised) features themselves and the new tokens are never looked at.
+the features themselves (normalised queries, un-normalised keys/values, like the
+reference's self-attention) and the new tokens are never looked at.
+
+``normalized_self_kv`` (off by default) is this project's earlier variant, which also
+normalised the self-attention's keys and values; kept as a named option so the two can be
+compared, never the default.
 """
 
 from __future__ import annotations
@@ -62,6 +70,8 @@ class ShortcutNetConfig:
     no_cross_attention: ablation; ignore the new tokens (self-attention over the features
         instead of cross-attention to the tokens). The paper reports over-smoothed images.
     dropout: attention/feed-forward dropout while training (reference trains with 0).
+    normalized_self_kv: not the reference; the self-attentions take keys/values from the
+        LayerNorm-ed features too (this project's pre-fix variant). Off = the reference.
     """
 
     ratio: float = 2.0
@@ -71,6 +81,7 @@ class ShortcutNetConfig:
     time_embedding: bool = True
     no_cross_attention: bool = False
     dropout: float = 0.0
+    normalized_self_kv: bool = False
 
     def __post_init__(self) -> None:
         if not self.ratio > 0:
@@ -216,21 +227,31 @@ class ShortcutBlock(nn.Module):
     (reference ``ShortcutAttnBlock``). With ``cross=False`` the first attention is a
     self-attention over the features (the no-cross-attention ablation)."""
 
-    def __init__(self, dim: int, heads: int, mlp_hidden: int, dropout: float, cross: bool) -> None:
+    def __init__(
+        self, dim: int, heads: int, mlp_hidden: int, dropout: float, cross: bool, normalized_self_kv: bool = False
+    ) -> None:
         super().__init__()
         self.cross = cross
+        self.normalized_self_kv = normalized_self_kv
         self.norm1, self.attn1 = nn.LayerNorm(dim), Attention(dim, heads, dropout)
         self.norm2, self.ff1 = nn.LayerNorm(dim), feed_forward(dim, mlp_hidden, dropout)
         self.norm3, self.attn2 = nn.LayerNorm(dim), Attention(dim, heads, dropout)
         self.norm4, self.ff2 = nn.LayerNorm(dim), feed_forward(dim, mlp_hidden, dropout)
 
     def forward(self, x: Tensor, tokens: Tensor | None, token_mask: Tensor | None) -> Tensor:
+        # x: (B, L, d). PreNorm as in the reference: only the queries' input is normalised;
+        # keys/values are the new tokens (cross) or the raw features (self).
         h = self.norm1(x)
-        x = x + (self.attn1(h, tokens, token_mask) if self.cross else self.attn1(h, h))
+        x = x + (self.attn1(h, tokens, token_mask) if self.cross else self.attn1(h, self._self_kv(x, h)))
         x = x + self.ff1(self.norm2(x))
         h = self.norm3(x)
-        x = x + self.attn2(h, h)
+        x = x + self.attn2(h, self._self_kv(x, h))
         return x + self.ff2(self.norm4(x))
+
+    def _self_kv(self, x: Tensor, normed: Tensor) -> Tensor:
+        """Keys/values of a self-attention: the raw features (reference) or, with the
+        ``normalized_self_kv`` option, the normalised ones."""
+        return normed if self.normalized_self_kv else x
 
 
 # ---------------------------------------------------------------------------- network
@@ -259,7 +280,7 @@ class ShortcutNet(nn.Module):
         self.token_proj = (nn.Linear(dim, d) if bottleneck else nn.Identity()) if cross else None
         mlp_hidden = max(1, round(d * config.mlp_ratio))
         self.blocks = nn.ModuleList(
-            ShortcutBlock(d, config.heads, mlp_hidden, config.dropout, cross)
+            ShortcutBlock(d, config.heads, mlp_hidden, config.dropout, cross, config.normalized_self_kv)
             for _ in range(config.num_blocks)
         )
         self.final = nn.Sequential(

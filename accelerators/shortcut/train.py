@@ -79,6 +79,8 @@ class TrainOptions:
     ema_warmup: ramp the EMA decay up from 0.1 (see ``ema_decay``; off = the reference's constant
     decay). zero_init: start the output projection at zero, i.e. from the identity prediction
     f_{i+1} = f_i (not in the reference, which starts from a random delta; with a bottleneck only).
+    loss_reduction: "per-image" (reference: each pair's masked mean, then the batch mean) or
+    "pooled" (one mean over every masked position of the batch).
     val_fraction: share of images held out. val_every / ckpt_every: iterations between
     validations (and curve rows) / checkpoints. val_pairs: validation pairs at most.
     curve: training-curve CSV (default results/training/shortcut[_nocross].csv when training the
@@ -99,6 +101,7 @@ class TrainOptions:
     ema: float = 0.999
     ema_warmup: bool = True
     zero_init: bool = False
+    loss_reduction: str = "per-image"
     val_fraction: float = 0.05
     val_every: int = 200
     val_pairs: int = 2048
@@ -115,6 +118,10 @@ class TrainOptions:
             raise ValueError(
                 f"unknown lr schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}"
             )
+        if self.loss_reduction not in LOSS_REDUCTIONS:
+            raise ValueError(
+                f"unknown loss reduction {self.loss_reduction!r}; choose one of {', '.join(LOSS_REDUCTIONS)}"
+            )
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema decay must lie in [0, 1), got {self.ema}")
 
@@ -130,10 +137,27 @@ def lr_factor(options: TrainOptions, it: int) -> float:
     return 1.0
 
 
-def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """Mean squared error over the positions where ``mask`` (B, L) is True (all D features)."""
+LOSS_REDUCTIONS = ("per-image", "pooled")
+
+
+def masked_mse(pred: Tensor, target: Tensor, mask: Tensor, reduction: str = "per-image") -> Tensor:
+    """Mean squared error over the positions where ``mask`` (B, L) is True (all D features).
+
+    "per-image" (the reference): each pair's mean over its own masked positions, then the
+    mean over the batch, as MIGM-Shortcut's ``F.mse_loss`` on one image per GPU averaged by
+    DDP (``MaskGIT-Shortcut/train_shortcut.py``, ``loss_fn``). "pooled": one mean over all
+    masked positions of the batch, so pairs with more masked tokens weigh more. A pair with
+    no masked position contributes 0 to the per-image mean.
+    """
     weight = mask[..., None].to(pred.dtype)  # (B, L, 1)
-    return ((pred - target) ** 2 * weight).sum() / (weight.sum() * pred.shape[-1]).clamp_min(1.0)
+    sq = (pred - target) ** 2 * weight  # (B, L, D)
+    d = pred.shape[-1]
+    if reduction == "pooled":
+        return sq.sum() / (weight.sum() * d).clamp_min(1.0)
+    if reduction != "per-image":
+        raise ValueError(f"unknown loss reduction {reduction!r}; choose one of {', '.join(LOSS_REDUCTIONS)}")
+    per_pair = sq.sum(dim=(1, 2)) / (weight.sum(dim=(1, 2)) * d).clamp_min(1.0)  # (B,)
+    return per_pair.mean()
 
 
 def iteration_seed(seed: int, rank: int, it: int) -> int:
@@ -355,7 +379,7 @@ def _train(model: BaseModel, options: TrainOptions, rank: int, world: int) -> di
         )
         batch = batch.to(device)
         pred = wrapped(batch.prev, batch.new_ids, batch.new_positions, batch.mask_ratio, batch.new_valid)
-        loss = masked_mse(pred, batch.target, batch.loss_mask)
+        loss = masked_mse(pred, batch.target, batch.loss_mask, options.loss_reduction)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -429,6 +453,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         action="store_true",
         help="zero the output projection: training starts from f_{i+1} = f_i (not in the reference)",
     )
+    parser.add_argument(
+        "--loss-reduction",
+        choices=LOSS_REDUCTIONS,
+        default=d.loss_reduction,
+        help="per-image: mean per pair, then over the batch (reference); pooled: one mean over all positions",
+    )
     parser.add_argument("--val-fraction", type=float, default=d.val_fraction, help="share of images held out")
     parser.add_argument("--val-every", type=int, default=d.val_every)
     parser.add_argument("--val-pairs", type=int, default=d.val_pairs)
@@ -458,7 +488,7 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
         data=args.data, out=args.out, work=args.work, resume=args.resume, iters=args.iters,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, lr_schedule=args.lr_schedule,
         decay_at=args.decay_at, decay_factor=args.decay_factor, ema=args.ema, ema_warmup=not args.no_ema_warmup,
-        zero_init=args.zero_init, val_fraction=args.val_fraction,
+        zero_init=args.zero_init, loss_reduction=args.loss_reduction, val_fraction=args.val_fraction,
         val_every=args.val_every, val_pairs=args.val_pairs, ckpt_every=args.ckpt_every, seed=args.seed,
         curve=args.curve, net=net, show_progress=not args.no_progress,
     )  # fmt: skip
