@@ -23,11 +23,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.config import UnknownNameError, suggest
+from bench.guards import GuardError, load_sweep_yaml
+from bench.integrity import IntegrityError
 from bench.plugins import PluginError, PluginManager, get_manager
-from bench.runner import Sweep, SweepError, default_sweep_specs, run_sweep
+from bench.results import RunCorrupt, RunStore
+from bench.runner import Sweep, SweepError, default_sweep_specs, failed_this_run, run_sweep
 
 # The base model ``migm-bench run`` uses without --model (provided by the lead's plugin);
 # the MIGM_BENCH_MODEL environment variable overrides it.
@@ -45,7 +46,7 @@ class CLIError(Exception):
     """A user error reported as one line (exit status 2)."""
 
 
-USER_ERRORS = (UnknownNameError, PluginError, SweepError, CLIError)
+USER_ERRORS = (UnknownNameError, PluginError, SweepError, CLIError, GuardError, RunCorrupt, IntegrityError)
 
 
 # ------------------------------------------------------------------------- ls
@@ -102,13 +103,7 @@ _YAML_KEYS = (
 
 
 def _read_yaml(path: str) -> dict[str, Any]:
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-    except OSError as err:
-        raise CLIError(f"cannot read sweep file {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise CLIError(f"sweep file {path} is not valid YAML: {' '.join(str(err).split())}") from None
+    data = load_sweep_yaml(path) or {}  # bounded, strict (no aliases, no duplicate keys)
     if not isinstance(data, dict):
         raise CLIError(f"sweep file {path} must be a mapping of options, got {type(data).__name__}")
     out = {}
@@ -117,11 +112,37 @@ def _read_yaml(path: str) -> dict[str, Any]:
         norm = "accelerators" if norm in ("accel", "accels") else norm
         if norm not in _YAML_KEYS:
             raise CLIError(f"sweep file {path}: unknown key {key!r}.{suggest(norm, _YAML_KEYS)}")
+        if norm in out:
+            raise CLIError(f"sweep file {path}: {key!r} repeats another spelling of {norm!r}")
         out[norm] = value
     for key in ("accelerators", "metrics"):
         if isinstance(out.get(key), str):
             out[key] = [s.strip() for s in out[key].split(";" if key == "accelerators" else ",") if s.strip()]
+    for key, value in out.items():
+        _check_yaml_type(path, key, value)
     return out
+
+
+_YAML_TYPES = {"model": str, "name": str, "out": str, "device": str, "keep_features": bool,
+               "retry_failed": bool, "default_sweep": bool}  # fmt: skip
+_YAML_INTS = ("steps", "images", "batch_size", "seed", "replicates", "warmup", "limit")
+
+
+def _check_yaml_type(path: str, key: str, value: Any) -> None:
+    """One line naming the key when a sweep-file value has the wrong type."""
+    if value is None:
+        return
+    if key in ("accelerators", "metrics"):
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        want = "a list of strings"
+    elif key in _YAML_INTS:
+        ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    else:
+        typ = _YAML_TYPES.get(key, str)
+        ok, want = isinstance(value, typ), "true or false" if typ is bool else "a string"
+    if not ok:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise CLIError(f"sweep file {path}: {key} must be {want}, got {shown}")
 
 
 def sweep_from_args(args: argparse.Namespace, manager: PluginManager) -> Sweep:
@@ -159,7 +180,7 @@ def sweep_from_args(args: argparse.Namespace, manager: PluginManager) -> Sweep:
     opts.setdefault("model", default_model())
     fields = {f.name: f for f in dataclasses.fields(Sweep)}
     for key in ("steps", "images", "batch_size", "seed", "replicates", "warmup", "limit"):
-        if key in opts and opts[key] is not None and not isinstance(opts[key], int):
+        if key in opts and opts[key] is not None and (not isinstance(opts[key], int) or isinstance(opts[key], bool)):
             raise CLIError(f"{key} must be an integer, got {opts[key]!r}")
     return Sweep(accelerators=accels, **{k: v for k, v in opts.items() if k in fields})
 
@@ -180,14 +201,18 @@ def cmd_run(args: argparse.Namespace, manager: PluginManager) -> int:
     print(f"results: {run_dir}")
     for path in plot_run(run_dir) or []:
         print(f"figure: {path}")
-    failed = summary[summary["status"] == "failed"]
-    if not failed.empty:
+    failed = failed_this_run(run_dir)  # this invocation's failures, not earlier ones
+    earlier = int(summary["status"].isin(["failed", "partial"]).sum()) - len(failed)
+    if failed:
         print(
             f"{len(failed)} configuration(s) failed; see {run_dir / 'errors.log'} "
             "(rerun with --retry-failed to try them again)",
             file=sys.stderr,
         )
         return 1
+    if earlier > 0:
+        print(f"note: {earlier} configuration(s) failed in earlier runs (--retry-failed to retry them)",
+              file=sys.stderr)
     return 0
 
 
@@ -196,6 +221,8 @@ def _run_dir(path: str) -> Path:
     run_dir = Path(path)
     if not (run_dir / "summary.csv").exists():
         raise CLIError(f"{run_dir} is not a run directory (no summary.csv)")
+    store = RunStore(run_dir)  # corrupt result files: one line (RunCorrupt), not a traceback
+    store.summary(), store.measurements(), store.read_run_info()
     return run_dir
 
 
@@ -301,8 +328,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return int(args.func(args) or 0)
     except USER_ERRORS as err:
-        print(f"migm-bench: error: {err}", file=sys.stderr)
+        print(f"migm-bench: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            "migm-bench: interrupted; finished configurations are saved, rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
     except BrokenPipeError:  # e.g. `migm-bench ls | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+if __name__ == "__main__":  # python -m bench.cli
+    sys.exit(main())

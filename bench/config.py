@@ -118,5 +118,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
         key, eq, value = item.partition("=")
         if not eq:
             raise ValueError(f"option {item!r} in {spec!r} must look like key=value")
+        if key.strip() in options:
+            raise ValueError(f"option {key.strip()!r} is given twice in {spec!r}")
         options[key.strip()] = value.strip()
     return name.strip(), options

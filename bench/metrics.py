@@ -308,6 +308,8 @@ class FIDMetric:
     input, i.e. ``normalize=True``). The real statistics are injected from ``real``'s
     cached features instead of re-running the extractor on the real set every call."""
 
+    min_images = 2  # checked before a sweep samples anything
+
     def __init__(
         self, info: MetricInfo, extractor: nn.Module, real: RealFeatures, batch_size: int = 500
     ) -> None:
@@ -338,6 +340,8 @@ class KIDMetric:
     subsets (torchmetrics ``KernelInceptionDistance``; degree 3, gamma 1/d, coef 1).
     Subsets are drawn under a fixed seed inside ``torch.random.fork_rng`` so results are
     reproducible and global random state is untouched. Reported: the subset mean."""
+
+    min_images = 2  # checked before a sweep samples anything
 
     def __init__(
         self,

@@ -349,6 +349,17 @@ def saving_realised(speedup: float, flop_speedup: float) -> float:
     return (1 - 1 / speedup) / (1 - 1 / flop_speedup)
 
 
+def _metric_errors(cell: Any) -> dict[str, str]:
+    """The summary's ``metric_errors`` JSON ({} when empty or unreadable)."""
+    if not isinstance(cell, str) or not cell.strip():
+        return {}
+    try:
+        out = json.loads(cell)
+    except ValueError:
+        return {"metrics": cell}
+    return {str(k): str(v) for k, v in out.items()} if isinstance(out, dict) else {"metrics": cell}
+
+
 def report_markdown(run_dir: str | Path) -> str:
     """The run's summary as Markdown: a header from run.json and one table row per
     configuration (failed rows included, with their error)."""
@@ -370,6 +381,9 @@ def report_markdown(run_dir: str | Path) -> str:
         error = r.get("error")
         if not is_ok(r["status"]) and isinstance(error, str) and error.strip():
             status += f": {error.strip()[:120]}"
+        missing = _metric_errors(r.get("metric_errors"))  # a metric without value shows why, not "–"
+        if missing:
+            status += ": " + "; ".join(f"{k}: {v}" for k, v in missing.items())[:160]
         steps = r.get("steps")
         cells = [
             r["accelerator"],
@@ -380,7 +394,7 @@ def report_markdown(run_dir: str | Path) -> str:
             _sig(r.get("flop_speedup")) + ("×" if pd.notna(r.get("flop_speedup")) else ""),
             _percent(saving_realised(float(r.get("speedup", math.nan)), float(r.get("flop_speedup", math.nan)))),
             _sig(r.get("full_forwards")),
-            *[_sig(r[m]) for m in metrics],
+            *["failed" if m in missing else _sig(r[m]) for m in metrics],
             status,
         ]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")

@@ -62,16 +62,32 @@ SUMMARY_COLUMNS = [
     "decode_s_per_image",
     "status",
     "error",
+    "metric_errors",  # JSON {metric: why it has no value} (failed or skipped metrics); "" if none
     "spec",
     "images",
 ]
-FINISHED_STATUSES = ("ok", "failed")
+# ok: everything measured; partial: timing, FLOPs and counts measured but some metrics have
+# no value (``metric_errors`` says why); failed: the configuration did not run through.
+FINISHED_STATUSES = ("ok", "partial", "failed")
+RETRY_STATUSES = ("partial", "failed")  # what --retry-failed runs again
 
 ConfigKey = tuple[str, str]  # (accelerator, config_tag)
 
 
 class RunLocked(RuntimeError):
     """Another process is writing to this run directory."""
+
+
+class RunCorrupt(ValueError):
+    """A result file of a run cannot be read; nothing is overwritten."""
+
+
+def _corrupt(path: Path, err: BaseException) -> RunCorrupt:
+    why = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+    return RunCorrupt(
+        f"{path} is corrupt ({why}); nothing was changed. Restore it, or move the run folder away "
+        "and choose another --name"
+    )
 
 
 # ------------------------------------------------------------------ atomic writes
@@ -126,7 +142,13 @@ class RunStore:
     def summary(self) -> pd.DataFrame:
         if not self.summary_csv.exists():
             return pd.DataFrame(columns=SUMMARY_COLUMNS)
-        df = pd.read_csv(self.summary_csv, keep_default_na=False, na_values=[""])
+        try:
+            df = pd.read_csv(self.summary_csv, keep_default_na=False, na_values=[""])
+            missing = {"accelerator", "config_tag", "status"} - set(df.columns)
+            if missing:
+                raise ValueError(f"no column(s) {', '.join(sorted(missing))}")
+        except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as err:
+            raise _corrupt(self.summary_csv, err) from None
         df["config_tag"] = df["config_tag"].astype(str)
         df["accelerator"] = df["accelerator"].astype(str)
         return df
@@ -134,7 +156,14 @@ class RunStore:
     def measurements(self) -> pd.DataFrame:
         if not self.measurements_parquet.exists():
             return pd.DataFrame(columns=MEASUREMENT_COLUMNS)
-        return pd.read_parquet(self.measurements_parquet)
+        try:
+            df = pd.read_parquet(self.measurements_parquet)
+            missing = set(MEASUREMENT_COLUMNS) - set(df.columns)
+            if missing:
+                raise ValueError(f"no column(s) {', '.join(sorted(missing))}")
+        except Exception as err:  # noqa: BLE001 (pyarrow raises many types for a damaged file)
+            raise _corrupt(self.measurements_parquet, err) from None
+        return df
 
     def finished(self) -> dict[ConfigKey, str]:
         """{(accelerator, config_tag): status} of every finished configuration."""
@@ -153,7 +182,13 @@ class RunStore:
     def read_run_info(self) -> dict[str, Any] | None:
         if not self.run_json.exists():
             return None
-        return json.loads(self.run_json.read_text())
+        try:
+            info = json.loads(self.run_json.read_text())
+            if not isinstance(info, dict):
+                raise TypeError(f"holds a {type(info).__name__}, not an object")
+        except (ValueError, TypeError, OSError, UnicodeDecodeError) as err:
+            raise _corrupt(self.run_json, err) from None
+        return info
 
     # ------------------------------------------------------------------- writing
     def write_run_info(self, info: dict[str, Any]) -> None:
@@ -199,7 +234,10 @@ class RunStore:
     def _csv_rows(self) -> int:
         if not self.measurements_csv.exists():
             return -1
-        return len(pd.read_csv(self.measurements_csv))
+        try:
+            return len(pd.read_csv(self.measurements_csv))
+        except Exception:  # noqa: BLE001 (a damaged mirror is rewritten from the parquet file)
+            return -1
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -222,9 +260,9 @@ class RunStore:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def drop_failed(self) -> list[ConfigKey]:
-        """Forget failed configurations (so a rerun retries them). Returns their keys."""
+        """Forget failed and partial configurations (so a rerun retries them). Returns their keys."""
         df = self.summary()
-        failed = df["status"] == "failed"
+        failed = df["status"].isin(RETRY_STATUSES)
         keys = list(zip(df.loc[failed, "accelerator"], df.loc[failed, "config_tag"]))
         if keys:
             self._write_summary(df[~failed])

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import importlib.metadata
+import json
 import math
 import platform
 import shlex
@@ -41,10 +42,20 @@ from tqdm import tqdm
 
 from bench.config import config_tag
 from bench.flops import count_flops
+from bench.guards import (
+    FiniteTap,
+    GuardError,
+    NonFiniteError,
+    check_finite_value,
+    check_run_folder,
+    check_run_name,
+    flatten_name,
+    remove_if_unused,
+)
 from bench.plugins import PluginManager, get_manager
 from bench.protocol import BaseModel, Counts, GeneratedBatch, SamplingSettings, StepContext, StepOutput
 from bench.results import ConfigKey, RunLocked, RunStore, atomic_write
-from bench.sampling import sample
+from bench.sampling import reveal_schedule, sample
 from bench.specs import AcceleratorSpec, MetricContext, MetricUnavailable
 from bench.timing import PeakMemory, cpu_name, device_name, iqr, median, timed
 
@@ -53,6 +64,7 @@ REFERENCE_KEY: ConfigKey = (REFERENCE_ACCELERATOR, "default")
 VANILLA_FILE = "vanilla_outputs.pt"
 WARMUP_BATCH = 2  # images in each warm-up batch
 FLOP_BATCH = 2  # images in the batch whose FLOPs are counted
+NO_REFERENCE = "no successful vanilla reference in this run (rerun with --retry-failed once vanilla succeeds)"
 
 # Sweep fields that must match to resume (add to) an existing run.
 _COMPAT_FIELDS = (
@@ -119,6 +131,11 @@ class Sweep:
             raise SweepError(f"steps must be >= 1, got {self.steps}")
         if self.limit is not None and self.limit < 1:
             raise SweepError(f"limit must be >= 1, got {self.limit}")
+        if self.name is not None:
+            try:
+                check_run_name(self.name)
+            except GuardError as err:
+                raise SweepError(str(err)) from None
 
 
 @dataclass
@@ -172,6 +189,7 @@ class _FeatureTap:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.last_features: torch.Tensor | None = None
+        self.finite = FiniteTap()  # NaN/inf caught at the step where they first appear
 
     @property
     def config(self) -> Any:
@@ -186,10 +204,12 @@ class _FeatureTap:
 
     def reset(self, model: BaseModel, batch_rows: int) -> None:
         self.last_features = None
+        self.finite.reset()
         self.inner.reset(model, batch_rows)
 
     def step(self, model: BaseModel, ctx: StepContext) -> StepOutput:
         out = self.inner.step(model, ctx)
+        self.finite.watch(ctx.step, out.logits, out.features)  # no host sync here
         self.last_features = out.features  # (B, L, D), conditional stream first
         return out
 
@@ -229,6 +249,9 @@ class Runner:
         self.metric_cache: dict[str, Any] = {}  # MetricContext.cache, shared by all configurations
         self.metric_objects: dict[str, Any] = {}
         self.skipped_metrics: dict[str, str] = {}
+        self.failed_now: list[str] = []  # specs that failed (or are partial) in this invocation
+        self._tap: _FeatureTap | None = None  # the configuration being measured (NaN reports)
+        self.unfit: dict[ConfigKey, BaseException] = {}  # configurations that do not fit the model
 
     # ------------------------------------------------------------------ resolving
     def _resolve_model(self) -> tuple[Any, Any]:
@@ -263,7 +286,7 @@ class Runner:
         )
         steps = self.sweep.steps or "default"
         name = f"{model_part}-N{steps}-n{self.n}-b{self.batch_size}-seed{self.sweep.seed}"
-        return name + (f"-limit{self.sweep.limit}" if self.sweep.limit else "")
+        return flatten_name(name + (f"-limit{self.sweep.limit}" if self.sweep.limit else ""))
 
     def compat(self) -> dict[str, Any]:
         """The settings a resumed run must share with the existing one."""
@@ -283,28 +306,98 @@ class Runner:
     def run(self) -> Path:
         store = RunStore(Path(self.sweep.out) / self.run_name(self.model_spec.name))
         try:
+            existed = check_run_folder(store.dir)  # never write into a folder that is not a run folder
+        except GuardError as err:
+            raise SweepError(str(err)) from None
+        if existed:
+            self._check_compatible(store.read_run_info(), store)  # cheap refusals before any loading
+        with torch.no_grad():
+            self._prepare()  # model, configurations, metrics: every refusal before the run folder exists
+        try:
             with store.lock():
                 self._run_locked(store)
         except RunLocked as err:
             raise SweepError(str(err)) from None
+        except OSError as err:
+            raise SweepError(f"cannot write the run folder {store.dir}: {err.strerror or err}") from None
+        finally:
+            if not existed:
+                remove_if_unused(store.dir)  # no empty run folder left behind
         return store.dir
+
+    def _prepare(self) -> None:
+        """Load the model and check every configuration and metric before anything runs."""
+        try:
+            self.model = self.model_spec.factory(self.model_config, self.device)
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except BaseException as err:  # noqa: BLE001 (missing / corrupt / wrong-kind weights, ...)
+            raise SweepError(f"cannot load base model {self.sweep.model!r}: {_error_line(err, where=False)}") from None
+        base = self.model.default_sampling
+        self.settings = dataclasses.replace(base, steps=self.sweep.steps or base.steps)
+        for conf in self.configurations:
+            self._validate_configuration(conf)
+        self._prepare_metrics()
+
+    def _validate_configuration(self, conf: Configuration) -> None:
+        """Item 8, before anything runs: a configuration that cannot be built or asks for
+        N < 1 is refused (SweepError). One that does not fit this base model (N above its
+        token count, learned weights missing, corrupt or bound to another model: ``reset``
+        loads them) is recorded as failed without sampling, and the sweep goes on."""
+        rows = self.batch_size * (2 if self.settings.cfg_weight != 0 else 1)
+        try:
+            accelerator = conf.acc.factory(conf.config)
+            steps = accelerator.num_steps(self.settings.steps)
+            if not isinstance(steps, int) or steps < 1:
+                raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except BaseException as err:  # noqa: BLE001 (incl. a plugin's sys.exit)
+            raise SweepError(f"--accel {conf.spec!r}: {_error_line(err, where=False)}") from None
+        try:
+            reveal_schedule(self.model.num_image_tokens, steps, self.settings.mask_schedule)
+            accelerator.reset(self.model, rows)
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except BaseException as err:  # noqa: BLE001
+            self.unfit[conf.key] = err
+
+    def _prepare_metrics(self) -> None:
+        """Item 3: build every metric and check its preconditions before any sampling."""
+        for name in self.metric_names:
+            try:
+                metric = self.manager.make_metric(name, self.model)
+            except MetricUnavailable as why:
+                self.skipped_metrics[name] = str(why)
+                tqdm.write(f"migm-bench: metric {name} skipped: {why}", file=sys.stderr)
+                continue
+            except (KeyboardInterrupt, MemoryError):
+                raise
+            except BaseException as err:  # noqa: BLE001
+                raise SweepError(f"metric {name} cannot run: {_error_line(err, where=False)}") from None
+            need = int(getattr(metric, "min_images", 1))
+            if self.n < need:
+                raise SweepError(
+                    f"metric {name} needs at least {need} images per configuration, got {self.n}; "
+                    "raise --images (and --limit) or leave the metric out (--metrics)"
+                )
+            self.metric_objects[name] = metric
 
     def _run_locked(self, store: RunStore) -> None:
         previous = store.read_run_info()
         self._check_compatible(previous, store)
+        self._check_weights(previous, store)
         if self.sweep.retry_failed:
             store.drop_failed()
         store.drop_unfinished_measurements()  # leftovers of a killed attempt
 
         with torch.no_grad():
-            self.model = self.model_spec.factory(self.model_config, self.device)
-            base = self.model.default_sampling
-            self.settings = dataclasses.replace(base, steps=self.sweep.steps or base.steps)
             info = self._run_info(previous)
             store.write_run_info(info)
             self._run_all(store)
             info["finished"] = _now()
             info["skipped_metrics"] = self.skipped_metrics
+            info["invocations"][-1]["failed"] = self.failed_now
             store.write_run_info(info)
 
     def _check_compatible(self, previous: dict[str, Any] | None, store: RunStore) -> None:
@@ -319,19 +412,50 @@ class Runner:
                 "choose another --name or --out"
             )
 
+    def _check_weights(self, previous: dict[str, Any] | None, store: RunStore) -> None:
+        """Item 2: the weights behind finished rows (base model incl. tokenizer, and each
+        accelerator's own weights) must be the ones loaded now, else resuming would mix models."""
+        if previous is None:
+            return
+        old = (previous.get("base_model") or {}).get("fingerprint")
+        new = _safe(self.model.fingerprint)
+        if _known(old) and _known(new) and old != new:
+            raise SweepError(
+                f"run {store.dir} was measured with base model weights {old}, but the weights loaded now "
+                f"have fingerprint {new} (a weights file changed); restore the weights or choose another --name"
+            )
+        finished = store.finished()
+        recorded = {tuple(c.get("key", ())): c for c in previous.get("configurations", [])}
+        for conf in self.configurations:
+            if conf.key not in finished or conf.key not in recorded:
+                continue
+            old = recorded[conf.key].get("weights_fingerprint")
+            new = self._weights_fingerprint(conf)
+            if _known(old) and old != new:
+                raise SweepError(
+                    f"run {store.dir}: {conf.spec} was measured with weights {old}, but its weights now "
+                    f"have fingerprint {new}; restore them or choose another --name"
+                )
+
+    def _weights_fingerprint(self, conf: Configuration) -> str | None:
+        """An accelerator's own weights (optional ``weights_fingerprint(model)``), e.g. a shortcut."""
+        fn = getattr(conf.acc.factory(conf.config), "weights_fingerprint", None)
+        return None if fn is None else _safe(lambda: fn(self.model))
+
     def _run_all(self, store: RunStore) -> None:
         assert self.model is not None
         cond_gen = torch.Generator().manual_seed(self.sweep.seed)
         cond = self.model.conditions(self.n, cond_gen).to(self.device)  # (n,) paired across configs
         finished = store.finished()
+        redo = REFERENCE_KEY not in finished  # rows measured without a successful reference are redone
         # vanilla's outputs are needed only by configurations still to run (fidelity metrics):
         # a rerun of a finished sweep must not reload, let alone regenerate, them
         pending = any(conf.key not in finished for conf in self.configurations)
         bar = tqdm(self.configurations, desc="configurations", unit="config", disable=not self.progress)
         for conf in bar:
             bar.set_postfix_str(conf.spec)
-            if conf.key in finished:
-                if pending and conf.key == REFERENCE_KEY and finished[conf.key] == "ok":
+            if conf.key in finished and not (redo and self.vanilla is not None):
+                if pending and conf.key == REFERENCE_KEY and finished[conf.key] in ("ok", "partial"):
                     self.vanilla = self._load_vanilla(store, conf, cond)
                 continue
             self._run_configuration(store, conf, cond)
@@ -347,27 +471,43 @@ class Runner:
 
     def _run_configuration(self, store: RunStore, conf: Configuration, cond: torch.Tensor) -> None:
         steps: int | None = None
+        self._tap = None
         try:
+            if conf.key in self.unfit:  # found before the sweep started: recorded, not sampled
+                raise self.unfit[conf.key]
             accelerator = conf.acc.factory(conf.config)
             steps = accelerator.num_steps(self.settings.steps)
             rows, summary, generated = self._measure(conf, accelerator, steps, cond, store)
-        except Exception as err:  # noqa: BLE001 (record any failure and go on with the sweep)
+        except (Exception, SystemExit) as err:  # noqa: BLE001 (record any failure, incl. a plugin's sys.exit)
             store.log_error(f"[{_now()}] {conf.spec} ({conf.key[0]}/{conf.key[1]})\n{traceback.format_exc()}")
+            err = self._nonfinite(conf) or err  # NaN/inf at an earlier step is the real cause
             summary = self._summary_base(conf, steps)
             summary.update(status="failed", error=_error_line(err))
             store.append(conf.key, [], summary)
+            self.failed_now.append(conf.spec)
             tqdm.write(f"migm-bench: {conf.spec} failed: {summary['error']}", file=sys.stderr)
             return
         if conf.key == REFERENCE_KEY:
             self.vanilla = generated
             self._save_vanilla(store, generated)  # before the commit point (the summary row)
+        if summary["status"] != "ok":
+            self.failed_now.append(conf.spec)
         store.append(conf.key, rows, summary)
+
+    def _nonfinite(self, conf: Configuration) -> NonFiniteError | None:
+        try:
+            if self._tap is not None:
+                self._tap.finite.check(f"{conf.spec} ({conf.key[0]})")
+        except NonFiniteError as err:
+            return err
+        return None
 
     def _measure(
         self, conf: Configuration, accelerator: Any, steps: int, cond: torch.Tensor, store: RunStore
     ) -> tuple[list[dict[str, Any]], dict[str, Any], GeneratedBatch]:
         model, settings, device = self.model, self.settings, self.device
-        tap = _FeatureTap(accelerator)
+        tap = self._tap = _FeatureTap(accelerator)
+        who = f"{conf.spec} ({conf.key[0]})"
         seed = self.sweep.seed
         batches = self._batches()
         rows: list[dict[str, Any]] = []
@@ -413,6 +553,7 @@ class Runner:
                 lo, hi = batches[j]
                 with timed(device) as watch:
                     result = sample(model, tap, cond[lo:hi], self._generator(seed + j), settings)
+                tap.finite.check(who)  # outside the timed region
                 latencies.append(watch.seconds / (hi - lo))
                 row("latency_s_per_image", latencies[-1], "s", r, seed + j)
                 if r >= len(batches):
@@ -441,7 +582,7 @@ class Runner:
             cond=cond.cpu(),
             features=torch.cat(features) if len(features) == len(batches) else None,
         )
-        metric_values = self._compute_metrics(generated, conf.key)
+        metric_values, missing = self._compute_metrics(generated, conf.key, store, conf.spec)
         for name, (value, info) in metric_values.items():
             row(name, value, info.unit, higher=info.higher_is_better, reference=info.reference)
 
@@ -449,6 +590,9 @@ class Runner:
         mean_counts = {k: sum(c[k] for c in counts) / len(counts) for k in counts[0]}
         lat_med = median(latencies)
         reference = self._reference_summary(store, conf, lat_med, flops)
+        if math.isnan(reference["latency_s_median"]):
+            for col in ("speedup", "flop_speedup"):
+                missing[col] = NO_REFERENCE
         summary.update(
             latency_s_median=lat_med,
             latency_s_iqr=iqr(latencies),
@@ -457,8 +601,9 @@ class Runner:
             flop_speedup=reference["flops_per_image"] / flops if flops > 0 else math.nan,
             peak_mem_mb=mem.mb,
             decode_s_per_image=median(decode_times),
-            status="ok",
+            status="partial" if missing else "ok",
             error="",
+            metric_errors=json.dumps(missing) if missing else "",
             **mean_counts,
             **{name: value for name, (value, _) in metric_values.items()},
         )
@@ -470,31 +615,42 @@ class Runner:
         if conf.key == REFERENCE_KEY:
             return {"latency_s_median": latency, "flops_per_image": flops}
         ref = store.summary_row(REFERENCE_KEY)
-        if ref is None or ref.get("status") != "ok":
+        if ref is None or ref.get("status") not in ("ok", "partial") or self.vanilla is None:
             return {"latency_s_median": math.nan, "flops_per_image": math.nan}
         return {
             "latency_s_median": float(ref["latency_s_median"]),
             "flops_per_image": float(ref["flops_per_image"]),
         }
 
-    def _compute_metrics(self, generated: GeneratedBatch, key: ConfigKey) -> dict[str, tuple[float, Any]]:
-        out = {}
+    def _compute_metrics(
+        self, generated: GeneratedBatch, key: ConfigKey, store: RunStore, spec: str
+    ) -> tuple[dict[str, tuple[float, Any]], dict[str, str]]:
+        """(values, missing): each metric's finite value, or why it has none. A failing metric
+        fails alone (item 3); metrics against vanilla need a successful reference (item 1)."""
+        out: dict[str, tuple[float, Any]] = {}
+        missing: dict[str, str] = {}
         vanilla = generated if key == REFERENCE_KEY else self.vanilla
         ctx = MetricContext(self.model, self.device, vanilla=vanilla, cache=self.metric_cache)
         for name in self.metric_names:
             if name in self.skipped_metrics:
                 continue
+            metric = self.metric_objects[name]
+            if metric.info.reference == "vanilla" and vanilla is None:
+                missing[name] = NO_REFERENCE
+                continue
             try:
-                if name not in self.metric_objects:
-                    self.metric_objects[name] = self.manager.make_metric(name, self.model)
-                metric = self.metric_objects[name]
-                value = metric.compute(generated, ctx)
+                value = check_finite_value(name, metric.compute(generated, ctx))
             except MetricUnavailable as why:
                 self.skipped_metrics[name] = str(why)
                 tqdm.write(f"migm-bench: metric {name} skipped: {why}", file=sys.stderr)
                 continue
-            out[name] = (float(value), metric.info)
-        return out
+            except (Exception, SystemExit) as err:  # noqa: BLE001 (this metric fails; the row keeps the rest)
+                store.log_error(f"[{_now()}] {spec}: metric {name}\n{traceback.format_exc()}")
+                missing[name] = _error_line(err)
+                tqdm.write(f"migm-bench: {spec}: metric {name} failed: {missing[name]}", file=sys.stderr)
+                continue
+            out[name] = (value, metric.info)
+        return out, missing
 
     def _summary_base(self, conf: Configuration, steps: int | None) -> dict[str, Any]:
         return {
@@ -514,9 +670,12 @@ class Runner:
         """Vanilla outputs of a finished reference: tokens (and features) from disk, images
         re-decoded (decoding is deterministic); regenerated, untimed, if the file is gone."""
         path = store.dir / VANILLA_FILE
-        payload = torch.load(path, map_location="cpu") if path.exists() else None
-        if payload is None or payload["tokens"].shape != (self.n, self.model.num_image_tokens):
-            tqdm.write(f"migm-bench: {path} missing or stale; regenerating vanilla outputs", file=sys.stderr)
+        try:  # weights_only: a results file must not run code; anything unreadable is regenerated
+            payload = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+        except Exception:  # noqa: BLE001 (truncated / corrupt / foreign file)
+            payload = None
+        if not self._vanilla_payload_ok(payload, cond):
+            tqdm.write(f"migm-bench: {path} missing, corrupt or stale; regenerating vanilla outputs", file=sys.stderr)
             return self._generate_untimed(conf, cond, store)
         tokens = payload["tokens"]
         images = torch.cat(
@@ -526,11 +685,27 @@ class Runner:
             images=images, tokens=tokens, cond=payload["cond"], features=payload["features"]
         )
 
+    def _vanilla_payload_ok(self, payload: Any, cond: torch.Tensor) -> bool:
+        if not isinstance(payload, dict) or not all(
+            isinstance(payload.get(k), torch.Tensor) for k in ("tokens", "cond")
+        ):
+            return False
+        tokens, feats = payload["tokens"], payload.get("features")
+        return (
+            tokens.shape == (self.n, self.model.num_image_tokens)
+            and not tokens.is_floating_point()
+            and bool(((tokens >= 0) & (tokens < self.model.codebook_size)).all())
+            and torch.equal(payload["cond"].cpu(), cond.cpu())
+            and (feats is None or (isinstance(feats, torch.Tensor) and len(feats) == self.n
+                                   and bool(torch.isfinite(feats).all())))
+        )  # fmt: skip
+
     def _generate_untimed(self, conf: Configuration, cond: torch.Tensor, store: RunStore) -> GeneratedBatch:
         tap = _FeatureTap(conf.acc.factory(conf.config))
         tokens, images, features = [], [], []
         for j, (lo, hi) in enumerate(self._batches()):
             result = sample(self.model, tap, cond[lo:hi], self._generator(self.sweep.seed + j), self.settings)
+            tap.finite.check(f"{conf.spec} ({conf.key[0]})")
             tokens.append(result.tokens.cpu())
             images.append(self.model.decode(result.tokens).cpu())
             if self.sweep.keep_features and tap.last_features is not None:
@@ -558,6 +733,7 @@ class Runner:
                 "config_tag": conf.key[1],
                 "config": dataclasses.asdict(conf.config),
                 "provider": conf.acc.provider,
+                "weights_fingerprint": self._weights_fingerprint(conf),
             }
         metrics = []
         for name in self.metric_names:
@@ -607,6 +783,13 @@ def run_sweep(
     return Runner(sweep, manager=manager, command=command, progress=progress).run()
 
 
+def failed_this_run(run_dir: Path) -> list[str]:
+    """Specs that failed or lost a metric in the latest invocation on ``run_dir`` (run.json)."""
+    info = RunStore(run_dir).read_run_info() or {}
+    invocations = info.get("invocations") or [{}]
+    return list(invocations[-1].get("failed", []))
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -618,11 +801,15 @@ def _safe(fn: Any) -> str:
         return f"unavailable ({type(err).__name__}: {err})"
 
 
-def _error_line(err: BaseException) -> str:
+def _known(fingerprint: Any) -> bool:
+    return isinstance(fingerprint, str) and bool(fingerprint) and not fingerprint.startswith("unavailable")
+
+
+def _error_line(err: BaseException, where: bool = True) -> str:
     """'ValueError: message (at file.py:12 in fn)': the exception and where it was raised."""
     msg = " ".join(f"{type(err).__name__}: {err}".split())
     frames = traceback.extract_tb(err.__traceback__)
-    if frames:
+    if frames and where:
         last = frames[-1]
         msg += f" (at {Path(last.filename).name}:{last.lineno} in {last.name})"
     return msg

@@ -32,6 +32,7 @@ from accelerators.shortcut.weights import (
 from bench.config import ALWAYS_TAG, UnknownNameError, suggest
 from bench.forward import full_forward, logits_of
 from bench.hookspecs import hookimpl
+from bench.integrity import sha256
 from bench.protocol import BaseModel, Counts, StepContext, StepOutput
 from bench.specs import AcceleratorSpec
 
@@ -96,6 +97,14 @@ class Shortcut:
         if self.config.weights:
             return Path(self.config.weights)
         return default_weights_path(model.name, VARIANTS[self.config.variant])
+
+    def weights_fingerprint(self, model: BaseModel) -> str | None:
+        """sha256 prefix of the weights file this configuration uses (None if it needs none or
+        it is missing): a resumed run refuses to mix rows measured with other weights."""
+        path = self.weights_path(model)
+        if self.config.steps and self.config.budget >= self.config.steps or not path.is_file():
+            return None
+        return sha256(path)[:16]
 
     def network(self, model: BaseModel) -> ShortcutNet:
         """The shortcut for ``model`` (loaded once per model object)."""

@@ -343,7 +343,7 @@ def _train(model: BaseModel, options: TrainOptions, rank: int, world: int) -> di
             f"{ckpt_path} holds an earlier run; pass --resume to continue it or choose another --work"
         )
     if ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        state = torch.load(ckpt_path, map_location=device, weights_only=True)
         if state["net_config"] != asdict(options.net) or state["fingerprint"] != model.fingerprint():
             raise ValueError(f"{ckpt_path} was made for another network or base model; choose another --work")
         net.load_state_dict(state["net"])

@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from accelerators.shortcut.model import ShortcutNet, ShortcutNetConfig
+from bench.integrity import IntegrityError, record, verify
 from bench.protocol import BaseModel
 
 FORMAT = "migm-bench-shortcut"
@@ -63,6 +64,7 @@ def save_shortcut(
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(path)
+    record(path)  # a shipped file: keep its folder's INTEGRITY.json in step
     return path
 
 
@@ -71,6 +73,10 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise ShortcutWeightsNotFound(f"shortcut weights file not found: {path}")
+    try:
+        verify(path)  # shipped files: bytes must match their folder's INTEGRITY.json
+    except IntegrityError as err:
+        raise ShortcutWeightsError(str(err)) from None
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}

@@ -34,6 +34,7 @@ from base_models.fashion.training import (
     ship_weights,
 )
 from base_models.maskgit.checkpoint import decode_metadata
+from bench.integrity import verify
 from bench.metrics import file_hash
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "classifier.safetensors"
@@ -152,6 +153,7 @@ def load_classifier(path: str | Path | None = None, device: torch.device | str =
     path = Path(path) if path is not None else DEFAULT_WEIGHTS
     if not path.is_file():
         raise ClassifierWeightsMissing(f"classifier weights not found: {path}; {TRAIN_HINT}")
+    verify(path)  # shipped files: bytes must match their folder's INTEGRITY.json
     try:
         with safe_open(str(path), framework="pt") as f:
             raw_meta = f.metadata() or {}

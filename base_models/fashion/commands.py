@@ -17,6 +17,16 @@ from bench.hookspecs import hookimpl
 WEIGHTS = Path(__file__).parent / "weights"
 
 
+def _out_path(args: argparse.Namespace, work: Path, name: str) -> Path:
+    """Where ``train-base`` writes: --out, else the work folder; the shipped weights only with --ship."""
+    out = Path(args.out) if args.out else (WEIGHTS / name if args.ship else work / name)
+    if out.resolve().parent == WEIGHTS.resolve() and not args.ship:
+        from bench.cli import CLIError
+
+        raise CLIError(f"{out} is a shipped weights file; pass --ship to replace it")
+    return out
+
+
 def _train_base(args: argparse.Namespace) -> int:
     work = Path(args.work)
     if args.what == "tokenizer":
@@ -24,20 +34,20 @@ def _train_base(args: argparse.Namespace) -> int:
 
         settings = TokenizerTrainSettings(**{k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
                                                                 ("seed", args.seed)) if v is not None})  # fmt: skip
-        meta = train_tokenizer(Path(args.out or WEIGHTS / "tokenizer.safetensors"), work, settings, args.data)
+        meta = train_tokenizer(_out_path(args, work, "tokenizer.safetensors"), work, settings, args.data)
     elif args.what == "maskgit":
         from base_models.fashion.train_maskgit import MaskGITTrainSettings, train_maskgit
 
         settings = MaskGITTrainSettings(**{k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
                                                              ("seed", args.seed)) if v is not None})  # fmt: skip
-        meta = train_maskgit(Path(args.out or WEIGHTS / "maskgit.safetensors"),
+        meta = train_maskgit(_out_path(args, work, "maskgit.safetensors"),
                              Path(args.tokenizer or WEIGHTS / "tokenizer.safetensors"), work, settings, args.data)  # fmt: skip
     else:
         from base_models.fashion.classifier import train_classifier
 
         kwargs = {k: v for k, v in (("epochs", args.steps), ("batch_size", args.batch_size), ("seed", args.seed))
                   if v is not None}  # fmt: skip
-        meta = train_classifier(out=args.out or WEIGHTS / "classifier.safetensors", work=work, data_root=args.data,
+        meta = train_classifier(out=_out_path(args, work, "classifier.safetensors"), work=work, data_root=args.data,
                                 **kwargs)  # fmt: skip
     print(json.dumps(meta, indent=1, default=str))
     return 0
@@ -58,7 +68,9 @@ def register_commands(subparsers):
     p.add_argument("--steps", type=int, default=None, help="training steps (epochs for the classifier)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--out", default=None, help="weights file to ship (default: the packaged weights)")
+    p.add_argument("--out", default=None, help="weights file to write (default: <work>/<what>.safetensors)")
+    p.add_argument("--ship", action="store_true",
+                   help="replace the shipped weights in base_models/fashion/weights (and their INTEGRITY.json)")
     p.add_argument("--tokenizer", default=None, help="tokenizer weights for `maskgit` (default: shipped)")
     p.add_argument("--work", default=".migm-work", help="checkpoints in progress (resume from here)")
     p.add_argument("--data", default=None, help="Fashion-MNIST folder (default $MIGM_FASHION_MNIST or Debian's)")

@@ -82,7 +82,7 @@ def train_maskgit(out: Path, tokenizer: Path, work: Path, settings: MaskGITTrain
     vqgan = load_vqgan_safetensors(tokenizer).eval()
     cache = work / "train_codes.pt"
     if cache.is_file():
-        codes = torch.load(cache)
+        codes = torch.load(cache, weights_only=True)
     else:
         codes = tokenize(vqgan, to_model_images(raw))
         torch.save(codes, cache)

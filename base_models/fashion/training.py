@@ -17,6 +17,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from bench.integrity import record
+
 
 def save_checkpoint(path: Path, step: int, modules: dict[str, Any], extra: dict | None = None) -> None:
     """Atomically write {name: module/optimizer state} + step to ``path``."""
@@ -33,7 +35,7 @@ def load_checkpoint(path: Path, modules: dict[str, Any]) -> tuple[int, dict]:
     """Restore modules from ``path`` if it exists; returns (step, extra) or (0, {})."""
     if not path.is_file():
         return 0, {}
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     for name, m in modules.items():
         m.load_state_dict(state[name])
     return int(state["step"]), state.get("extra", {})
@@ -55,6 +57,7 @@ def ship_weights(path: Path, module: nn.Module, metadata: dict[str, Any]) -> Non
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     os.replace(tmp, path)
+    record(path)  # a shipped file: keep its folder's INTEGRITY.json in step
 
 
 def append_curve(path: Path, row: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from torch import nn
 
 from base_models.maskgit.transformer import MaskTransformer, TransformerConfig
 from base_models.maskgit.vqgan import VQGANConfig, VQModel
+from bench.integrity import verify
 
 # The public ImageNet configurations (MaskGIT-pytorch README / Trainer/vit.py).
 IMAGENET_256 = TransformerConfig(grid=16, codebook_size=1024, nclass=1000, hidden_dim=768, depth=24,
@@ -69,7 +70,7 @@ def _torch_load(path: Path) -> object:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle errors, ...
         raise CheckpointError(f"{path}: cannot be read as a torch checkpoint ({type(e).__name__}: {e})") from e
 
@@ -125,6 +126,7 @@ def read_safetensors(path: str | Path, kind: str) -> tuple[dict[str, torch.Tenso
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weights file not found")
+    verify(path)  # shipped files: bytes must match their folder's INTEGRITY.json
     try:
         with safe_open(str(path), "pt") as f:
             raw_meta = f.metadata() or {}
