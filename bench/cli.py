@@ -222,7 +222,14 @@ def _run_dir(path: str) -> Path:
     if not (run_dir / "summary.csv").exists():
         raise CLIError(f"{run_dir} is not a run directory (no summary.csv)")
     store = RunStore(run_dir)  # corrupt result files: one line (RunCorrupt), not a traceback
-    store.summary(), store.measurements(), store.read_run_info()
+    store.measurements(), store.read_run_info()
+    try:
+        import pandas as pd
+
+        if "accelerator" not in pd.read_csv(store.summary_csv).columns:
+            raise ValueError("no column accelerator")
+    except (ValueError, OSError, UnicodeDecodeError) as err:
+        raise RunCorrupt(f"{store.summary_csv} is corrupt ({type(err).__name__}: {err})") from None
     return run_dir
 
 

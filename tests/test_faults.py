@@ -152,8 +152,8 @@ def cli_manager(faulty, default_manager):
 
 
 def sweep(tmp_path: Path, accelerators: list[str], **kw) -> Sweep:
-    settings = dict(model=TINY_MODEL, accelerators=accelerators, images=2, batch_size=2, replicates=1, warmup=0,
-                    out=str(tmp_path), name="run", device="cpu", metrics=[])  # fmt: skip
+    settings = {"model": TINY_MODEL, "accelerators": accelerators, "images": 2, "batch_size": 2, "replicates": 1,
+                "warmup": 0, "out": str(tmp_path), "name": "run", "device": "cpu", "metrics": []}  # fmt: skip
     settings.update(kw)
     return Sweep(**settings)
 
@@ -187,7 +187,7 @@ def perturb_safetensors(path: Path) -> None:
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    name = sorted(k for k, v in tensors.items() if v.is_floating_point())[0]
+    name = min(k for k, v in tensors.items() if v.is_floating_point())
     tensors[name] = tensors[name].clone()
     tensors[name].view(-1)[0] += 1.0
     save_file(tensors, str(path), metadata=meta)
@@ -335,9 +335,8 @@ def test_item4_flipped_bytes_in_a_shipped_file_are_refused(tmp_path):
 def test_item4_shortcut_and_classifier_files_are_checked(tmp_path):
     import shutil
 
-    from accelerators.shortcut.weights import ShortcutWeightsError, read_metadata
+    from accelerators.shortcut.weights import ShortcutWeightsError, default_weights_path, read_metadata
     from base_models.fashion.classifier import DEFAULT_WEIGHTS, load_classifier
-    from accelerators.shortcut.weights import default_weights_path
 
     SHORTCUT_WEIGHTS = default_weights_path("fashion")
 
