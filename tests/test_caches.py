@@ -225,13 +225,46 @@ def test_ml_cache_recomputes_least_confident_positions():
     assert chosen.tolist() == [[1, 3], [0, 2]]
 
 
-def test_ml_cache_count_is_the_quantile_count():
+def _reference_selects(conf: torch.Tensor, ratio: float) -> int:
+    """Lumina-DiMOO's rule: recompute every position whose confidence is at or below
+    ``torch.quantile(conf.float(), 1 - cache_ratio)``."""
+    threshold = torch.quantile(conf.to(torch.float), 1 - ratio, dim=-1, keepdim=True)
+    return int((conf <= threshold).sum())
+
+
+def test_ml_cache_count_is_the_reference_quantile_count_for_every_size_and_ratio():
+    """For each (P, ratio) the reference's rule is run on two tie-free confidence vectors (a
+    shuffled arange) built so that rounding in the interpolation cannot move the threshold
+    across a value: the count-th smallest value is 0 (the threshold must stay below it unless
+    the reference selects more) or the (count + 1)-th is 0 (the threshold must reach it unless
+    the reference selects fewer). Both must select exactly ``recompute_count``."""
     g = torch.Generator().manual_seed(0)
-    for n, ratio in [(256, 0.9), (16, 0.9), (100, 0.5), (17, 0.0), (40, 0.75)]:
-        conf = torch.rand(n, generator=g)
-        threshold = torch.quantile(conf, 1 - ratio)
-        assert recompute_count(n, ratio) == int((conf <= threshold).sum())
-    assert recompute_count(256, 0.9) == 26
+    ratios = [round(0.01 * i, 2) for i in range(100)] + [0.875, 0.925, 0.975, 0.999, 1 / 3, 2 / 3]
+    sizes = [*range(1, 61), 64, 65, 100, 127, 128, 129, 255, 256, 257, 511, 1024, 1025, 4096]
+    mismatches = []
+    for n in sizes:
+        for r in ratios:
+            c = recompute_count(n, r)
+            order = torch.randperm(n, generator=g).to(torch.float32)
+            at_most, at_least = _reference_selects(order - c, r), _reference_selects(order - (c - 1), r)
+            if not at_most <= c <= at_least:
+                mismatches.append((n, r, c, at_most, at_least))
+    assert mismatches == []
+
+
+def test_ml_cache_count_follows_torch_quantile_float32_rank():
+    # written down from the rule: rank = float32(1 - ratio) * (P - 1); count = floor(rank) + 1
+    # (+1 when the float32 weight rank - floor(rank) rounds to 1)
+    assert recompute_count(256, 0.8) == 52  # float32(0.2) = 0.200000003, rank 51.00000076
+    assert recompute_count(256, 0.9) == 26  # rank 25.5
+    assert recompute_count(64, 0.9) == 7  # rank 6.3
+    assert recompute_count(1024, 0.95) == 52  # rank 51.15
+    assert recompute_count(65, 0.5) == 33  # rank 32.0: the threshold is the 33rd value itself
+    assert recompute_count(11, 0.1) == 9  # float32(0.9) = 0.899999976, rank 8.99999976
+    assert recompute_count(26, 0.96) == 2  # rank 0.99999998: its float32 weight is 1.0
+    assert recompute_count(17, 0.0) == 17 and recompute_count(1, 0.9) == 1
+    with pytest.raises(ValueError, match="at least one position"):
+        recompute_count(0, 0.9)
 
 
 def test_ml_cache_partial_steps_compute_only_selected(model, monkeypatch):
