@@ -160,3 +160,22 @@ def test_bad_sampling_options_are_one_line_errors(key, value, message):
 
 def test_the_tiny_default_is_unchanged_by_the_new_fields():
     assert TINY_TRANSFORMER == build().transformer.cfg
+
+
+def test_tiny_with_a_vqgan_file_loads_it(tmp_path):
+    trained = tiny_maskgit(5).vqgan
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": trained.state_dict()}, path)
+    model = build(config="tiny", vqgan=str(path))
+    loaded, saved = model.vqgan.state_dict(), trained.state_dict()
+    assert all(torch.equal(loaded[k], saved[k]) for k in saved)
+    assert same_weights(model.transformer, build(config="tiny").transformer)  # the transformer stays random
+
+
+def test_auto_loads_a_shipped_safetensors_with_its_own_config():
+    from base_models.fashion.plugin import WEIGHTS
+
+    model = build(config="auto", checkpoint=str(WEIGHTS / "maskgit.safetensors"))
+    assert model.num_image_tokens == 64 and model.transformer.cfg.depth == 12 and model.vqgan is None
+    with pytest.raises(ValueError, match="carries its own heads/codebook/classes"):
+        build(config="auto", checkpoint=str(WEIGHTS / "maskgit.safetensors"), heads=4)

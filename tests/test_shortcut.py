@@ -459,7 +459,10 @@ def test_shortcut_tag_always_names_the_budget():
     from bench.config import config_tag
 
     assert config_tag(ShortcutConfig(steps=16)) == "steps=16,budget=6"
-    assert config_tag(ShortcutConfig(steps=32, budget=8, variant="nocross")) == "steps=32,budget=8,variant=nocross"
+    assert (
+        config_tag(ShortcutConfig(steps=32, budget=8, variant="nocross"))
+        == "steps=32,budget=8,variant=nocross"
+    )
 
 
 # ------------------------------------------- reference rules (issue 9, items 1 and 6)

@@ -44,7 +44,9 @@ def load_fashion(cfg: FashionConfig | None = None, device: torch.device | str = 
     sampling = apply_sampling_options(FASHION_SAMPLING, cfg, owner="fashion")  # fails before loading
     transformer = load_transformer_safetensors(cfg.transformer or WEIGHTS / "maskgit.safetensors")
     vqgan = load_vqgan_safetensors(cfg.tokenizer or WEIGHTS / "tokenizer.safetensors")
-    model = MaskGITModel(transformer, vqgan, name="fashion", default_sampling=sampling, dataset="fashion-mnist")
+    model = MaskGITModel(
+        transformer, vqgan, name="fashion", default_sampling=sampling, dataset="fashion-mnist"
+    )
     return model.to(device)
 
 
