@@ -78,7 +78,8 @@ def require_file(path: Path, what: str, fix: str) -> Path:
     return path
 
 
-def _first(keys: list[str], n: int = 3) -> str:
+def first_keys(keys: list[str], n: int = 3) -> str:
+    """'a, b, c (+2 more)': the first ``n`` keys of a list for a one-line error."""
     more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
     return ", ".join(keys[:n]) + more
 
@@ -92,13 +93,13 @@ def check_state_dict(
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
     if missing or unexpected:
-        parts = ([f"missing keys {_first(missing)}"] if missing else []) + (
-            [f"unexpected keys {_first(unexpected)}"] if unexpected else []
+        parts = ([f"missing keys {first_keys(missing)}"] if missing else []) + (
+            [f"unexpected keys {first_keys(unexpected)}"] if unexpected else []
         )
-        raise ValueError(f"{what} {path} does not fit the model: {'; '.join(parts)}")
+        raise ValueError(f"{what} {path} do not fit the model: {'; '.join(parts)}")
     for key, tensor in expected.items():
         if tuple(found[key].shape) != tuple(tensor.shape):
             raise ValueError(
-                f"{what} {path} does not fit the model: {key} has shape {tuple(found[key].shape)} in the file, "
+                f"{what} {path} do not fit the model: {key} has shape {tuple(found[key].shape)} in the file, "
                 f"{tuple(tensor.shape)} in the model"
             )

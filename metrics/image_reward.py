@@ -47,6 +47,7 @@ from metrics.common import (
     batch_prompts,
     check_state_dict,
     env_path,
+    first_keys,
     require_file,
     require_text_to_image,
     to_rgb_pixels,
@@ -174,10 +175,11 @@ class VitShape:
         needed = [_VIT + "cls_token", _VIT + "pos_embed", _VIT + "patch_embed.proj.weight",
                   _VIT + "blocks.0.mlp.fc1.weight", "blip.vision_proj.weight"]  # fmt: skip
         absent = [k for k in needed if k not in state]
-        if absent:
+        if absent:  # not ImageReward's layout at all
+            foreign = [k for k in state if not k.startswith(("blip.", "mlp."))]
             raise ValueError(
-                f"ImageReward weights {path} do not fit the model: missing keys {', '.join(absent[:3])}"
-                + (f" (+{len(absent) - 3} more)" if len(absent) > 3 else "")
+                f"ImageReward weights {path} do not fit the model: missing keys {first_keys(absent)}"
+                + (f"; unexpected keys {first_keys(foreign)}" if foreign else "")
             )
         width = state[_VIT + "cls_token"].shape[-1]
         patch = state[_VIT + "patch_embed.proj.weight"].shape[-1]
