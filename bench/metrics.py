@@ -510,6 +510,9 @@ def register_metrics(register):
         register(spec)
     register(
         MetricSpec(
-            info=FID_INCEPTION_INFO, factory=fid_inception_metric, default=False, check=fid_inception_unavailable
+            info=FID_INCEPTION_INFO,
+            factory=fid_inception_metric,
+            default=False,
+            check=fid_inception_unavailable,
         )
     )
