@@ -285,7 +285,9 @@ def condition_prompts(model: Any, cond: Tensor) -> list[str] | None:
     """The prompt of every condition in ``cond`` (n,), from the base model's optional method
     ``condition_prompts(cond) -> list[str]`` (text-to-image models implement it; the
     conditions stay a tensor, e.g. indices into the model's prompt list). None for models
-    without it (class-conditional)."""
+    without it (class-conditional). A text-to-image model may also offer ``prompt_record()
+    -> dict`` (e.g. ``metrics.prompts.PromptSelection.record()``): the runner stores it, with a
+    hash of the prompts used, under "prompts" in run.json."""
     fn = getattr(model, "condition_prompts", None)
     if fn is None:
         return None

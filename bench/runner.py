@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import importlib.metadata
 import math
 import platform
@@ -564,6 +565,24 @@ class Runner:
         return generated
 
     # ----------------------------------------------------------------- run.json
+    def _prompts_info(self) -> dict[str, Any] | None:
+        """Which prompts a text-to-image run used (None for class-conditional models): count and
+        sha256 (16 hex) of the n prompts in image order, plus the model's ``prompt_record()``
+        (e.g. the prompt set, filters and file hash) when it has one."""
+        cond = self.model.conditions(self.n, torch.Generator().manual_seed(self.sweep.seed))  # as _run_all
+        prompts = condition_prompts(self.model, cond)
+        if prompts is None:
+            return None
+        info: dict[str, Any] = {
+            "count": len(prompts),
+            "distinct": len(set(prompts)),
+            "sha256": hashlib.sha256("\n".join(prompts).encode("utf-8")).hexdigest()[:16],
+        }
+        record = getattr(self.model, "prompt_record", None)
+        if record is not None:
+            info["selection"] = record()
+        return info
+
     def _run_info(self, previous: dict[str, Any] | None) -> dict[str, Any]:
         now = _now()
         invocations = list((previous or {}).get("invocations", []))
@@ -610,6 +629,7 @@ class Runner:
             },
             "configurations": list(configurations.values()),
             "metrics": metrics,
+            "prompts": self._prompts_info(),
             "environment": environment_info(self.device),
             "invocations": invocations,
         }

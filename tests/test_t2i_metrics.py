@@ -24,6 +24,7 @@ from bench.runner import Sweep, SweepError, run_sweep
 from bench.specs import BaseModelSpec, MetricContext, MetricUnavailable, MetricValue
 from metrics import plugin as t2i_plugin
 from metrics.common import to_rgb_pixels
+from metrics.prompts import prompts_hash
 
 PROMPTS = ["a red square", "a blue circle", "a cat on a mat"]
 TINY_CLIP = {
@@ -417,6 +418,7 @@ class _TinyT2IPlugin:
         def build(config, device):
             model = build_maskgit(config, device)
             model.condition_prompts = lambda cond: [PROMPTS[int(c) % len(PROMPTS)] for c in cond]
+            model.prompt_record = lambda: {"spec": "test-prompts"}
             return model
 
         register(BaseModelSpec(name="tiny-t2i", config_cls=MaskGITPluginConfig, factory=build))
@@ -442,3 +444,15 @@ def test_a_run_reports_clip_score_with_per_image_rows(manager, tiny_clip, monkey
         float(summary.loc[summary.accelerator == "vanilla", "clip_score"].iloc[0])
     )
     assert set(per.reference) == {"condition"} and per.higher_is_better.all()
+    # run.json records which prompts were used: the model's record and a hash of the prompts in order
+    info = json.loads((run_dir / "run.json").read_text())
+    model = manager.make_base_model("tiny-t2i")
+    used = model.condition_prompts(
+        model.conditions(3, torch.Generator().manual_seed(0))
+    )  # the run's conditions
+    assert info["prompts"] == {
+        "count": 3,
+        "distinct": len(set(used)),
+        "sha256": prompts_hash(used),
+        "selection": {"spec": "test-prompts"},
+    }
