@@ -66,6 +66,9 @@ REWARD_STD = 1.0333394966054072  # ImageReward.py: self.std
 MAX_TEXT_TOKENS = 35  # ImageReward.score: padding="max_length", truncation=True, max_length=35
 VIT_HEAD_DIM = 64  # BLIP ViT-B: 768 / 12 heads, ViT-L: 1024 / 16 heads
 _VIT = "blip.visual_encoder."
+# buffers the model computes itself (med.py BertEmbeddings: arange(max_position_embeddings));
+# the only keys the strict check lets a file omit
+DERIVED_BUFFERS = ("blip.text_encoder.embeddings.position_ids",)
 
 
 def _import_blip():
@@ -291,6 +294,8 @@ def load_image_reward(
     tok = load_bert_tokenizer(files.tokenizer)
     state = _read_state_dict(files.weights)
     net = ImageRewardNet(VitShape.from_state_dict(state, files.weights), files.med_config)
+    for key in DERIVED_BUFFERS:  # not learned: a file saved without it is still complete
+        state.setdefault(key, net.state_dict()[key])
     check_state_dict(state, net.state_dict(), files.weights, "ImageReward weights")
     net.load_state_dict(state, strict=True)
     vocab = net.blip.text_encoder.config.vocab_size
