@@ -103,3 +103,21 @@ def test_rounds_interleave_every_contestant_and_drop_failures():
     assert errors == [("b", "b broke")] and fakes[1].recorded == [(r, r % 2) for r in range(5)]
     assert len({tuple(o) for o in rounds.order[:2]}) == 2  # the order is shuffled per round
     assert round_order(["x", "y", "z"], 3, seed=0) == round_order(["x", "y", "z"], 3, seed=0)
+
+
+def test_loop_overhead_splits_generation_time(manager):
+    """Every sampling call is timed whole and every accelerator step inside it: the rest is the
+    loop's own cost, a positive share of the generation time below 1."""
+    import torch
+    from conftest import TINY_MODEL
+
+    from bench.overhead import measure_loop_overhead, overhead_report
+
+    model = manager.make_base_model(TINY_MODEL)
+    table = measure_loop_overhead(manager, model, ["few-step:steps=3"], 2, 3, torch.device("cpu"))
+    assert table["spec"].tolist() == ["vanilla", "few-step:steps=3"] and table["steps"].tolist() == [6, 3]
+    assert (table["in_steps_s_per_image"] < table["generation_s_per_image"]).all()
+    assert ((table["loop_share"] > 0) & (table["loop_share"] < 1)).all()
+    assert table.loc[0, "speedup"] == 1.0  # vanilla against itself, round by round
+    lines = overhead_report(table)
+    assert lines[-1].startswith("loop overhead: the fastest configuration (") and "target <= 5 %" in lines[-1]
