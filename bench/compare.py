@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import math
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -81,10 +82,14 @@ def reference_comparison(run_dir: Path, reference_dir: Path = REFERENCE_RUN) -> 
     rows = side_by_side(_summary(reference_dir), _summary(run_dir))
     if rows.empty:
         return []
-    machine = reference_dir / "MACHINE.md"
-    where = f" (measured on the machine {machine} describes)" if machine.is_file() else ""
+    shown = Path(os.path.relpath(reference_dir))  # as the user would type it
+    where = (
+        f" (measured on the machine {shown / 'MACHINE.md'} describes)"
+        if (reference_dir / "MACHINE.md").is_file()
+        else ""
+    )
     return [
-        f"speed-ups beside the committed reference {reference_dir}{where}:",
+        f"speed-ups beside the committed reference {shown}{where}:",
         *_table(rows, "reference", "this run"),
     ]
 
