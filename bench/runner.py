@@ -440,6 +440,8 @@ class Runner:
         if reference not in pending and finished.get(REFERENCE_KEY) == "ok":
             # quality pairs with the stored vanilla outputs (as the finished rows did); its time is not reused
             self.vanilla = self._load_vanilla(store, ref_run)
+        elif reference not in pending and ref_run.error is None:
+            self.vanilla = ref_run.generated()  # vanilla failed before but ran now: pair with this run's
         bar = tqdm(pending, desc="metrics", unit="config", disable=not self.progress)
         for conf in bar:
             bar.set_postfix_str(conf.spec)
