@@ -469,9 +469,12 @@ def metric_interval(
     metric: Any, generated: GeneratedBatch, ctx: MetricContext, value: float, seed: int = 0
 ) -> stats.Estimate:
     """95 % interval of ``metric`` over the image sample: the bootstrap of the mean for
-    per-image metrics, value +- 1.96 bootstrap SD for set-level ones (``bench.stats``); no
+    per-image metrics (a ``MetricValue``'s ``per_image``, or the metric's ``per_image``), value +- 1.96 bootstrap SD for set-level ones (``bench.stats``); no
     interval (NaN) for a metric that offers neither or whose resampling fails (warned)."""
     try:
+        carried = getattr(value, "per_image", None)  # a MetricValue: the per-image values came with it
+        if carried is not None and len(carried) > 0:
+            return stats.mean_interval(carried.double().cpu().numpy(), seed=seed)
         if hasattr(metric, "per_image"):
             return stats.mean_interval(metric.per_image(generated, ctx).double().cpu().numpy(), seed=seed)
         if hasattr(metric, "resampled"):
@@ -574,18 +577,26 @@ def load_reference_images(path: str | os.PathLike) -> Tensor:
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(255.0)
 
 
+def fid_inception_unavailable() -> str | None:
+    """Why ``fid_inception`` cannot run here (its environment variables unset), or None."""
+    if not os.environ.get(INCEPTION_WEIGHTS_ENV) or not os.environ.get(FID_REFERENCE_ENV):
+        return (
+            f"fid_inception needs ${INCEPTION_WEIGHTS_ENV} (a local {INCEPTION_WEIGHTS_FILE}) and "
+            f"${FID_REFERENCE_ENV} (an .npz of real images under 'arr_0')"
+        )
+    return None
+
+
 def fid_inception_metric(model=None) -> FIDMetric:
     """FID with the standard Inception-v3 (2048-d pool features) for real-image models: the
     weights file from ``$MIGM_INCEPTION_WEIGHTS``, the real images from ``$MIGM_FID_REFERENCE``.
     Not in the default metric set; unavailable (with the reason) when either is unset."""
     from bench.specs import MetricUnavailable
 
-    weights, reference = os.environ.get(INCEPTION_WEIGHTS_ENV), os.environ.get(FID_REFERENCE_ENV)
-    if not weights or not reference:
-        raise MetricUnavailable(
-            f"fid_inception needs ${INCEPTION_WEIGHTS_ENV} (a local {INCEPTION_WEIGHTS_FILE}) and "
-            f"${FID_REFERENCE_ENV} (an .npz of real images under 'arr_0')"
-        )
+    reason = fid_inception_unavailable()
+    if reason:
+        raise MetricUnavailable(reason)
+    weights, reference = os.environ[INCEPTION_WEIGHTS_ENV], os.environ[FID_REFERENCE_ENV]
     extractor = inception_v3_extractor(weights)
     if not Path(reference).is_file():
         raise FileNotFoundError(f"FID reference images not found: {reference} (${FID_REFERENCE_ENV})")
@@ -600,4 +611,11 @@ def register_metrics(register):
     so is the opt-in Inception FID for real-image models."""
     for spec in fidelity_metric_specs():
         register(spec)
-    register(MetricSpec(info=FID_INCEPTION_INFO, factory=fid_inception_metric, default=False))
+    register(
+        MetricSpec(
+            info=FID_INCEPTION_INFO,
+            factory=fid_inception_metric,
+            default=False,
+            check=fid_inception_unavailable,
+        )
+    )
