@@ -31,6 +31,10 @@ class NonFiniteError(RuntimeError):
     """NaN or inf in logits, features or a metric value."""
 
 
+class PluginExit(RuntimeError):
+    """A plugin called sys.exit: a failure of that configuration, not the end of the sweep."""
+
+
 # --------------------------------------------------------------------------- names
 def check_run_name(name: str) -> str:
     """``name`` if it is a single, ordinary path component, else GuardError."""

@@ -717,7 +717,7 @@ def test_item8_configurations_that_do_not_fit_the_model_fail_without_sampling(fa
 
 def test_item7_a_plugin_calling_sys_exit_fails_its_configuration_only(faulty, tmp_path):
     run_dir = run(sweep(tmp_path, ["exit:code=3", "few-step:steps=3"]), faulty)
-    assert row(run_dir, "exit")["status"] == "failed" and "SystemExit: 3" in row(run_dir, "exit")["error"]
+    assert row(run_dir, "exit")["status"] == "failed" and "sys.exit(3)" in row(run_dir, "exit")["error"]
     assert row(run_dir, "few-step")["status"] == "ok"
 
 
