@@ -443,3 +443,47 @@ def test_dimoo_real_shape_cost():
     kv = DIMOO_8B.kv_heads * DIMOO_8B.head_dim
     assert t["base_blocks"] == 32 * block_flops(t["seq_len"], t["seq_len"], 4096, kv, 12288)
     assert 0.02 < t["ratio_network_vs_blocks"] < 0.04  # ~1/38
+
+
+# ------------------------------------------------------------------ the reference loop, batched
+def test_reference_block_formula(model):
+    """One block against the reference's own formulation: rotary table over arange(L), k/v
+    repeat_interleave, softmax(q k^T / sqrt(Dh)) v, x + attn, then SwiGLU."""
+    blk, cfg = model.blocks[0], model.cfg
+    h = torch.randn(1, 7, 32)
+    x = blk.attn_norm(h)
+    q = x @ blk.q_proj.weight.t()
+    k = x @ blk.k_proj.weight.t()
+    v = x @ blk.v_proj.weight.t()
+    q, k, v = (t.view(1, 7, -1, 8).transpose(1, 2) for t in (q, k, v))
+    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, 8, 2, dtype=torch.float) / 8))
+    ang = torch.einsum("i , j -> i j", torch.arange(7, dtype=torch.float), inv)
+    ang = torch.cat((ang, ang), -1)
+    q, k = (t * ang.cos() + rotate_half(t) * ang.sin() for t in (q, k))
+    k, v = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+    att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(8), -1) @ v
+    h1 = h + att.transpose(1, 2).reshape(1, 7, 32) @ blk.attn_out.weight.t()
+    y = blk.ff_norm(h1)
+    want = h1 + (F.silu(y @ blk.ff_proj.weight.t()) * (y @ blk.up_proj.weight.t())) @ blk.ff_out.weight.t()
+    with torch.no_grad():
+        torch.testing.assert_close(blk(h, torch.arange(7)[None]), want, rtol=1e-5, atol=1e-5)
+
+
+def test_batched_generation_equals_runs_of_one(model):
+    from base_models.dimoo.generate import generate
+
+    ids = _ids(model)
+    prompts, uncond = [[1, 2, 3, 4, 5, 6], [7, 8]], [9, 10, 11]
+
+    def gens(*seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    both = generate(model, prompts, uncond, 2, 3, ids, CODEBOOK, gens(0, 1), steps=4)
+    assert both.shape == (2, 6) and both.min() >= 0 and both.max() < CODEBOOK
+    for i, p in enumerate(prompts):
+        one = generate(model, [p], uncond, 2, 3, ids, CODEBOOK, gens(i), steps=4)
+        assert torch.equal(both[i], one[0])
+    again = generate(model, prompts, uncond, 2, 3, ids, CODEBOOK, gens(0, 1), steps=4)
+    assert torch.equal(both, again)
+    other = generate(model, prompts, uncond, 2, 3, ids, CODEBOOK, gens(5, 6), steps=4)
+    assert not torch.equal(both, other)
