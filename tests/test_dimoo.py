@@ -285,6 +285,8 @@ def test_keep_schedule_rule():
     assert sampler.keep_count(1, 0, 4) == 1  # max(1, floor(0.92))
     # 3 tokens, 8 steps: keep 2, 2, 2, ... but the M - 1 clamp reveals one per step, then 0
     assert sampler.masked_counts(3, 8) == [2, 1, 0, 0, 0, 0, 0, 0]
+    assert sampler.reveal_counts(3, 8) == [1, 1, 1, 0, 0, 0, 0, 0]
+    assert sampler.reveal_counts(16, 4) == [2, 3, 5, 6] and sum(sampler.reveal_counts(4096, 64)) == 4096
     # DiMOO's default: 1024x1024 (P = 4096), 64 steps
     first = sampler.keep_count(4096, 0, 64)
     assert first == math.floor(4096 * math.cos(math.pi / 128)) == 4094

@@ -58,6 +58,13 @@ def masked_counts(n0: int, steps: int) -> list[int]:
     return out
 
 
+def reveal_counts(n0: int, steps: int) -> list[int]:
+    """Tokens revealed by each step (what the generic loop's ``num_to_reveal`` / ReCAP's
+    reservations need): n0 - masked after step 0, then the differences; sums to n0."""
+    after = masked_counts(n0, steps)
+    return [before - now for before, now in zip([n0, *after[:-1]], after)]
+
+
 def cfg_combine(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
     """(1 + s) * cond - s * uncond (both (B, M, V))."""
     return (1 + scale) * cond - scale * uncond
