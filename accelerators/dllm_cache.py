@@ -19,6 +19,19 @@ its new V, and all others reuse their cached attention / MLP outputs. The layer 
 always the running hidden state: fresh embedding + the (cached or fresh) outputs of the
 layers below, so a changed token still moves its V.
 
+Layer 0 (``refresh_first_layer``, on by default): the reference's LLaDA hook recomputes the
+first layer in full at every step (``refresh_gen = ... or self.layer_id == 0``, likewise
+``refresh_prompt``; ``cache_hook_LLaDA.py`` since commit 1ef9d03, 2025-07-06, "fixed bug by.
+enforcing layer_id==0 refresh all", unchanged at HEAD 17235bf). So on a cheap step only
+layers 1.. use the caches and V-verify. ``refresh_first_layer=False`` is the older rule, which
+the reference's MMaDA hook (``cache_hook_MMaDA.py``) still follows: every layer, layer 0
+included, follows the refresh schedule.
+
+V-verify runs whenever ``0 < transfer_ratio`` (the reference's ``transfer`` flag), even when
+``int(P * transfer_ratio)`` is 0: then no token is recomputed, but every image token's cached
+V is still replaced by its new V (``kv_cache_gen["v"] = v_gen`` after ``refresh_index``
+returns an empty selection).
+
 On the block protocol: ``block.value`` is the V pass, ``block.qkv`` runs on the selected rows
 (V of those rows is computed twice: a ``transfer_ratio`` fraction of one projection),
 ``block.attend`` attends to the cache after the fresh K/V are written in.
@@ -48,12 +61,16 @@ class DLLMCacheConfig:
         steps (slower), fresher features. ``gen_interval = prompt_interval = 1`` = vanilla.
     transfer_ratio: fraction of image positions V-verify recomputes on the other steps
         (0.25). Higher: slower, closer to vanilla; 0: pure reuse between refreshes.
+    refresh_first_layer: recompute layer 0 in full at every step (True: the reference's LLaDA
+        hook since commit 1ef9d03). False: the older rule of its MMaDA hook, layer 0 cached
+        like every other layer (cheaper by about one layer per cheap step).
     steps: N; 0 means the base model's default N.
     """
 
     prompt_interval: int = 100
     gen_interval: int = 7
     transfer_ratio: float = 0.25
+    refresh_first_layer: bool = True
     steps: int = 0
 
 
@@ -129,30 +146,35 @@ class DLLMCache:
     def _partial(self, model: BaseModel, h: Tensor, refresh_gen: bool, refresh_prompt: bool) -> Tensor:
         assert self._layers is not None
         P, L, B = model.num_image_tokens, model.seq_len, h.shape[0]
-        if refresh_gen:  # not refresh_prompt: one contiguous range, sliced instead of gathered
-            for block, cache in zip(model.blocks, self._layers):
-                h = _recompute_range(block, cache, h, 0, P)
-            self.counts.partial_forwards += 1
-            self.counts.partial_positions += P / L
-            return h
-        fixed: list[Tensor] = []  # positions recomputed in every layer this step
-        if refresh_prompt:
+        rows: list[int] = []  # query rows each layer recomputed this step
+        fixed: list[Tensor] = []  # positions recomputed in every (cached) layer this step
+        if refresh_prompt and not refresh_gen:
             fixed.append(condition_positions(model, B, h.device))
-        verify = int(P * self.config.transfer_ratio)  # V-verify count
-        queries = 0
-        for block, cache in zip(model.blocks, self._layers):
-            parts = list(fixed)
-            if verify > 0:
-                parts.append(self._verify(block, cache, h[:, :P], verify))
-            if parts:
-                positions = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # (B, Q)
-                queries = positions.shape[1]
-                h = _recompute_layer(block, cache, h, positions)
-            else:  # nothing to recompute: cached outputs only
-                h = h + cache.attn + cache.mlp
-        if queries:  # (the V-verify value pass over all image tokens is part of this forward)
+        transfer = self.config.transfer_ratio > 0  # the reference's flag, not the count
+        verify = int(P * self.config.transfer_ratio)  # V-verify count (may be 0)
+        value_pass = False
+        for layer, (block, cache) in enumerate(zip(model.blocks, self._layers)):
+            if layer == 0 and self.config.refresh_first_layer:
+                h = _recompute_range(block, cache, h, 0, L)  # layer 0: always in full
+                rows.append(L)
+            elif refresh_gen:  # not refresh_prompt: one contiguous range, sliced
+                h = _recompute_range(block, cache, h, 0, P)
+                rows.append(P)
+            else:
+                parts = list(fixed)
+                if transfer:
+                    parts.append(self._verify(block, cache, h[:, :P], verify))
+                    value_pass = True
+                positions = torch.cat(parts, dim=1) if len(parts) > 1 else (parts[0] if parts else None)
+                if positions is not None and positions.shape[1]:
+                    h = _recompute_layer(block, cache, h, positions)  # positions: (B, Q)
+                    rows.append(positions.shape[1])
+                else:  # nothing to recompute: cached outputs only
+                    h = h + cache.attn + cache.mlp
+                    rows.append(0)
+        if any(rows) or value_pass:  # (a V-verify value pass is part of this forward)
             self.counts.partial_forwards += 1
-            self.counts.partial_positions += queries / L
+            self.counts.partial_positions += sum(rows) / (len(rows) * L)  # mean coverage over layers
         else:
             self.counts.other_calls += 1  # no block ran: embedding + final layers + head only
         return h

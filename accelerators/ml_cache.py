@@ -21,9 +21,12 @@ What the reference does, step by step:
 
 Differences, all forced by our protocol or the batched setting:
 
-* a fixed count per row keeps tensors rectangular: ``floor((1 - cache_ratio) * (P - 1)) + 1``
-  lowest-confidence image positions, exactly the number of values at or below a linearly
-  interpolated quantile when there are no ties (ties are broken by ``topk``);
+* a fixed count per row keeps tensors rectangular: ``recompute_count`` lowest-confidence
+  image positions, the number of values the reference's quantile threshold selects when no
+  two confidences tie (ties are broken by ``topk``; the reference would take every tied
+  value). The count follows ``torch.quantile``'s own float32 arithmetic, not a closed form
+  in real numbers (P = 256, cache_ratio 0.8: 52, where ``floor(0.2 * 255) + 1`` in float64
+  gives 51);
 * the reference ranks condition (prompt) positions with the image ones by their
   image-codebook max logit, which our heads do not produce; ``recompute_condition`` treats
   them as always selected (default, cost (L - P) / L per cached step) or never.
@@ -31,7 +34,6 @@ Differences, all forced by our protocol or the batched setting:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -73,9 +75,27 @@ def is_refresh_step(step: int, num_steps: int, warmup_ratio: float, refresh_inte
 
 
 def recompute_count(num_positions: int, cache_ratio: float) -> int:
-    """How many of ``num_positions`` a cached step recomputes: the count of values at or below
-    the linearly interpolated ``1 - cache_ratio`` quantile (no ties)."""
-    return min(num_positions, math.floor((1.0 - cache_ratio) * (num_positions - 1)) + 1)
+    """How many of ``num_positions`` distinct confidences lie at or below the reference's
+    threshold ``torch.quantile(conf.float(), 1 - cache_ratio)`` (Lumina-DiMOO
+    ``generators/image_generation_generator.py``, ``generate_image``).
+
+    ``torch.quantile`` (linear interpolation) rounds ``q = 1 - cache_ratio`` to float32 (the
+    input's dtype), takes the rank ``q * (P - 1)``, and interpolates between the sorted values
+    at ``floor(rank)`` and ``floor(rank) + 1`` with a float32 weight ``rank - floor(rank)``.
+    Measured on torch 2.14 (the tests probe ``torch.quantile`` itself), the rank keeps the
+    product's full precision, while the weight is rounded to float32; a weight that rounds to
+    1 puts the threshold on the next value. So, with no ties, ``floor(rank) + 1`` values are
+    selected, one more when the weight rounds to 1. The float32 ``q`` matters: for P = 256,
+    cache_ratio 0.8 the rank is float32(0.2) * 255 = 51.00000076 and 52 positions are
+    recomputed, where the real-number formula ``floor(0.2 * 255) + 1`` in float64 gives 51.
+    """
+    if num_positions < 1:
+        raise ValueError(f"ml-cache: need at least one position, got {num_positions}")
+    q = torch.tensor(1.0 - cache_ratio, dtype=torch.float32)  # the reference's compute_ratio in torch
+    rank = q.double() * (num_positions - 1)
+    below = int(torch.floor(rank).item())
+    weight_is_one = bool((rank - below).float() == 1.0)
+    return min(num_positions, below + 1 + int(weight_is_one))
 
 
 def least_confident_positions(logits: Tensor, count: int) -> Tensor:

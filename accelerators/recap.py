@@ -1,7 +1,7 @@
 """``recap``: ReCAP (cached local steps between full steps) on the block protocol.
 
-Reference: ReCAP (liebenxj/ReCAP, "Plug-and-Play Acceleration of Masked Generative Models
-by Reusing Context", 2025), ``examples/MaskGIT+ReCAP/cache_decoding.py`` (the grouped
+Reference: ReCAP (liebenxj/ReCAP, "Plug-and-Play Context Feature Reuse for Efficient Masked
+Generation", arXiv 2505.19089, 2025), ``examples/MaskGIT+ReCAP/cache_decoding.py`` (the grouped
 schedule and the local steps) and ``examples/MaskGIT+ReCAP/models/uvit.py`` (``past_kvs``).
 
 What the reference does:

@@ -73,6 +73,9 @@ def cmd_ls(args: argparse.Namespace, manager: PluginManager) -> int:
         what = f"{s.info.unit}, {better} is better, vs {s.info.reference}" + (
             ", default" if s.default else ""
         )
+        reason = s.unavailable()
+        if reason:
+            what += f"; UNAVAILABLE: {reason}"
         rows.append([n, f"[{s.provider}]", what])
     lines += _table(rows)
     print("\n".join(lines))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
 import typing
 from typing import Any, TypeVar
 
@@ -37,7 +38,7 @@ def _convert(value: Any, typ: Any, key: str) -> Any:
         return value
     origin = typing.get_origin(typ)
     args = typing.get_args(typ)
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin is typing.Union or origin is types.UnionType:
         if value.lower() in ("none", "null") and type(None) in args:
             return None
         for a in args:

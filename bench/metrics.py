@@ -474,18 +474,26 @@ def load_reference_images(path: str | os.PathLike) -> Tensor:
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(255.0)
 
 
+def fid_inception_unavailable() -> str | None:
+    """Why ``fid_inception`` cannot run here (its environment variables unset), or None."""
+    if not os.environ.get(INCEPTION_WEIGHTS_ENV) or not os.environ.get(FID_REFERENCE_ENV):
+        return (
+            f"fid_inception needs ${INCEPTION_WEIGHTS_ENV} (a local {INCEPTION_WEIGHTS_FILE}) and "
+            f"${FID_REFERENCE_ENV} (an .npz of real images under 'arr_0')"
+        )
+    return None
+
+
 def fid_inception_metric(model=None) -> FIDMetric:
     """FID with the standard Inception-v3 (2048-d pool features) for real-image models: the
     weights file from ``$MIGM_INCEPTION_WEIGHTS``, the real images from ``$MIGM_FID_REFERENCE``.
     Not in the default metric set; unavailable (with the reason) when either is unset."""
     from bench.specs import MetricUnavailable
 
-    weights, reference = os.environ.get(INCEPTION_WEIGHTS_ENV), os.environ.get(FID_REFERENCE_ENV)
-    if not weights or not reference:
-        raise MetricUnavailable(
-            f"fid_inception needs ${INCEPTION_WEIGHTS_ENV} (a local {INCEPTION_WEIGHTS_FILE}) and "
-            f"${FID_REFERENCE_ENV} (an .npz of real images under 'arr_0')"
-        )
+    reason = fid_inception_unavailable()
+    if reason:
+        raise MetricUnavailable(reason)
+    weights, reference = os.environ[INCEPTION_WEIGHTS_ENV], os.environ[FID_REFERENCE_ENV]
     extractor = inception_v3_extractor(weights)
     if not Path(reference).is_file():
         raise FileNotFoundError(f"FID reference images not found: {reference} (${FID_REFERENCE_ENV})")
@@ -500,4 +508,11 @@ def register_metrics(register):
     so is the opt-in Inception FID for real-image models."""
     for spec in fidelity_metric_specs():
         register(spec)
-    register(MetricSpec(info=FID_INCEPTION_INFO, factory=fid_inception_metric, default=False))
+    register(
+        MetricSpec(
+            info=FID_INCEPTION_INFO,
+            factory=fid_inception_metric,
+            default=False,
+            check=fid_inception_unavailable,
+        )
+    )

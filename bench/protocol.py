@@ -266,10 +266,32 @@ class MetricInfo:
 
 @dataclass
 class GeneratedBatch:
-    """What the runner hands metrics: one configuration's output for all images."""
+    """What the runner hands metrics: one configuration's output for all images.
+
+    prompts: the text prompt of every image, for text-to-image metrics (CLIPScore,
+    ImageReward); None for class-conditional models. The runner fills it from the base
+    model's optional ``condition_prompts(cond) -> list[str]`` (see ``condition_prompts``).
+    """
 
     images: Tensor  # (n, C, H, W) in [0, 1]
     tokens: Tensor  # (n, P)
     cond: Tensor  # (n,)
     features: Tensor | None = None  # (n, L, D) final-step conditional features
     extra: dict[str, Any] = field(default_factory=dict)
+    prompts: list[str] | None = None  # (n,) prompt of each image; None: not text-to-image
+
+
+def condition_prompts(model: Any, cond: Tensor) -> list[str] | None:
+    """The prompt of every condition in ``cond`` (n,), from the base model's optional method
+    ``condition_prompts(cond) -> list[str]`` (text-to-image models implement it; the
+    conditions stay a tensor, e.g. indices into the model's prompt list). None for models
+    without it (class-conditional). A text-to-image model may also offer ``prompt_record()
+    -> dict`` (e.g. ``metrics.prompts.PromptSelection.record()``): the runner stores it, with a
+    hash of the prompts used, under "prompts" in run.json."""
+    fn = getattr(model, "condition_prompts", None)
+    if fn is None:
+        return None
+    prompts = [str(p) for p in fn(cond)]
+    if len(prompts) != len(cond):
+        raise ValueError(f"condition_prompts returned {len(prompts)} prompts for {len(cond)} conditions")
+    return prompts

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import importlib.metadata
 import math
 import platform
@@ -42,10 +43,18 @@ from tqdm import tqdm
 from bench.config import config_tag
 from bench.flops import count_flops
 from bench.plugins import PluginManager, get_manager
-from bench.protocol import BaseModel, Counts, GeneratedBatch, SamplingSettings, StepContext, StepOutput
+from bench.protocol import (
+    BaseModel,
+    Counts,
+    GeneratedBatch,
+    SamplingSettings,
+    StepContext,
+    StepOutput,
+    condition_prompts,
+)
 from bench.results import ConfigKey, RunLocked, RunStore, atomic_write
 from bench.sampling import sample
-from bench.specs import AcceleratorSpec, MetricContext, MetricUnavailable
+from bench.specs import AcceleratorSpec, MetricContext, MetricUnavailable, MetricValue
 from bench.timing import PeakMemory, cpu_name, device_name, iqr, median, timed
 
 REFERENCE_ACCELERATOR = "vanilla"
@@ -218,7 +227,9 @@ class Runner:
         names = sweep.metrics if sweep.metrics is not None else self.manager.default_metrics()
         self.metric_names = list(dict.fromkeys(names))  # in order, once each
         for name in self.metric_names:
-            self.manager.get_metric(name)  # unknown names raise with suggestions
+            reason = self.manager.get_metric(name).unavailable()  # unknown names raise with suggestions
+            if reason:  # e.g. a weights file not given: fail now, not after generating
+                raise SweepError(f"metric {name!r} is unavailable: {reason}")
 
         self.n = min(sweep.images, sweep.limit) if sweep.limit else sweep.images
         self.batch_size = min(sweep.batch_size, self.n)
@@ -440,10 +451,14 @@ class Runner:
             tokens=torch.cat(tokens),
             cond=cond.cpu(),
             features=torch.cat(features) if len(features) == len(batches) else None,
+            prompts=condition_prompts(model, cond),
         )
         metric_values = self._compute_metrics(generated, conf.key)
         for name, (value, info) in metric_values.items():
             row(name, value, info.unit, higher=info.higher_is_better, reference=info.reference)
+            for i, v in enumerate(getattr(value, "per_image", ())):  # image i was sampled with seed + i // b
+                row(f"{name}_per_image", v, info.unit, i, seed + i // self.batch_size, info.higher_is_better,
+                    info.reference)  # fmt: skip
 
         summary = self._summary_base(conf, steps)
         mean_counts = {k: sum(c[k] for c in counts) / len(counts) for k in counts[0]}
@@ -460,7 +475,7 @@ class Runner:
             status="ok",
             error="",
             **mean_counts,
-            **{name: value for name, (value, _) in metric_values.items()},
+            **{name: float(value) for name, (value, _) in metric_values.items()},
         )
         return rows, summary, generated
 
@@ -493,7 +508,7 @@ class Runner:
                 self.skipped_metrics[name] = str(why)
                 tqdm.write(f"migm-bench: metric {name} skipped: {why}", file=sys.stderr)
                 continue
-            out[name] = (float(value), metric.info)
+            out[name] = (value if isinstance(value, MetricValue) else float(value), metric.info)
         return out
 
     def _summary_base(self, conf: Configuration, steps: int | None) -> dict[str, Any]:
@@ -523,7 +538,11 @@ class Runner:
             [self.model.decode(tokens[lo:hi].to(self.device)).cpu() for lo, hi in self._batches()]
         )
         return GeneratedBatch(
-            images=images, tokens=tokens, cond=payload["cond"], features=payload["features"]
+            images=images,
+            tokens=tokens,
+            cond=payload["cond"],
+            features=payload["features"],
+            prompts=condition_prompts(self.model, payload["cond"]),
         )
 
     def _generate_untimed(self, conf: Configuration, cond: torch.Tensor, store: RunStore) -> GeneratedBatch:
@@ -540,11 +559,30 @@ class Runner:
             tokens=torch.cat(tokens),
             cond=cond.cpu(),
             features=torch.cat(features) if len(features) == len(tokens) else None,
+            prompts=condition_prompts(self.model, cond),
         )
         self._save_vanilla(store, generated)
         return generated
 
     # ----------------------------------------------------------------- run.json
+    def _prompts_info(self) -> dict[str, Any] | None:
+        """Which prompts a text-to-image run used (None for class-conditional models): count and
+        sha256 (16 hex) of the n prompts in image order, plus the model's ``prompt_record()``
+        (e.g. the prompt set, filters and file hash) when it has one."""
+        cond = self.model.conditions(self.n, torch.Generator().manual_seed(self.sweep.seed))  # as _run_all
+        prompts = condition_prompts(self.model, cond)
+        if prompts is None:
+            return None
+        info: dict[str, Any] = {
+            "count": len(prompts),
+            "distinct": len(set(prompts)),
+            "sha256": hashlib.sha256("\n".join(prompts).encode("utf-8")).hexdigest()[:16],
+        }
+        record = getattr(self.model, "prompt_record", None)
+        if record is not None:
+            info["selection"] = record()
+        return info
+
     def _run_info(self, previous: dict[str, Any] | None) -> dict[str, Any]:
         now = _now()
         invocations = list((previous or {}).get("invocations", []))
@@ -591,6 +629,7 @@ class Runner:
             },
             "configurations": list(configurations.values()),
             "metrics": metrics,
+            "prompts": self._prompts_info(),
             "environment": environment_info(self.device),
             "invocations": invocations,
         }

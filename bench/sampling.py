@@ -8,10 +8,11 @@ with Gumbel noise of scale ``r_temp * (1 - i / (N - 1))`` (0 at the last step), 
 version MIGM-Shortcut vendors (``MaskGIT-Shortcut/Trainer/vit.py``). The Halton reveal
 order (Halton-MaskGIT, ``Sampler/halton_sampler.py``) is the alternative policy.
 
-Known differences from the reference: logits cover the V codes only (the reference's
-softmax also spans the [MASK] logit, which a trained model keeps negligible), and
-``temperature`` divides the logits where the reference's ``sm_temp`` multiplies them
-(``temperature = 1 / sm_temp``; both default to 1).
+Logits cover the V image codes only, as in MIGM-Shortcut's MaskGIT: its
+``MaskTransformer.forward`` (``MaskGIT-Shortcut/Network/transformer.py``) returns
+``logit[:, :P, :codebook_size]``, slicing off the [MASK] (and class) logits before the
+sampler's softmax. Known difference: ``temperature`` divides the logits where the
+reference's ``sm_temp`` multiplies them (``temperature = 1 / sm_temp``; both default to 1).
 
 All randomness comes from the ``torch.Generator`` passed in: same seed, same tokens.
 """

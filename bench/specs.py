@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
+from torch import Tensor
 
 from bench.protocol import Accelerator, BaseModel, GeneratedBatch, MetricInfo
 
@@ -63,15 +64,40 @@ class Metric(Protocol):
     def compute(self, generated: GeneratedBatch, ctx: MetricContext) -> float: ...
 
 
+class MetricValue(float):
+    """A metric's value (a float, e.g. the mean over images) that also carries the per-image
+    values it summarises: ``per_image`` (n,) float64 on CPU, in image order. ``compute`` may
+    return one; the runner then also stores one measurement row per image under metric
+    ``<name>_per_image`` (replicate = image index, seed = that image's sampling seed)."""
+
+    per_image: Tensor
+
+    def __new__(cls, value: float, per_image: Tensor) -> MetricValue:  # noqa: PYI034
+        obj = super().__new__(cls, float(value))
+        obj.per_image = per_image.detach().double().cpu().reshape(-1)
+        return obj
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     """info: name/unit/direction/reference. factory(model) -> Metric, or raises
-    ``MetricUnavailable`` when the metric cannot run for that base model."""
+    ``MetricUnavailable`` when the metric cannot run for that base model.
+
+    check: optional, model-independent availability test (weights files, packages):
+    returns None when the metric can be built, else the reason and what fixes it. It must be
+    cheap (no model loading): ``migm-bench ls`` shows the reason, and a run that asks for the
+    metric fails at start-up with it, before anything is generated.
+    """
 
     info: MetricInfo
     factory: Callable[[BaseModel], Metric]
     default: bool = True  # part of the default metric set
     provider: str = ""
+    check: Callable[[], str | None] | None = None
+
+    def unavailable(self) -> str | None:
+        """The reason this metric cannot run here (from ``check``), or None."""
+        return self.check() if self.check is not None else None
 
 
 class MetricUnavailable(RuntimeError):

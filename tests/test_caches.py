@@ -225,13 +225,46 @@ def test_ml_cache_recomputes_least_confident_positions():
     assert chosen.tolist() == [[1, 3], [0, 2]]
 
 
-def test_ml_cache_count_is_the_quantile_count():
+def _reference_selects(conf: torch.Tensor, ratio: float) -> int:
+    """Lumina-DiMOO's rule: recompute every position whose confidence is at or below
+    ``torch.quantile(conf.float(), 1 - cache_ratio)``."""
+    threshold = torch.quantile(conf.to(torch.float), 1 - ratio, dim=-1, keepdim=True)
+    return int((conf <= threshold).sum())
+
+
+def test_ml_cache_count_is_the_reference_quantile_count_for_every_size_and_ratio():
+    """For each (P, ratio) the reference's rule is run on two tie-free confidence vectors (a
+    shuffled arange) built so that rounding in the interpolation cannot move the threshold
+    across a value: the count-th smallest value is 0 (the threshold must stay below it unless
+    the reference selects more) or the (count + 1)-th is 0 (the threshold must reach it unless
+    the reference selects fewer). Both must select exactly ``recompute_count``."""
     g = torch.Generator().manual_seed(0)
-    for n, ratio in [(256, 0.9), (16, 0.9), (100, 0.5), (17, 0.0), (40, 0.75)]:
-        conf = torch.rand(n, generator=g)
-        threshold = torch.quantile(conf, 1 - ratio)
-        assert recompute_count(n, ratio) == int((conf <= threshold).sum())
-    assert recompute_count(256, 0.9) == 26
+    ratios = [round(0.01 * i, 2) for i in range(100)] + [0.875, 0.925, 0.975, 0.999, 1 / 3, 2 / 3]
+    sizes = [*range(1, 61), 64, 65, 100, 127, 128, 129, 255, 256, 257, 511, 1024, 1025, 4096]
+    mismatches = []
+    for n in sizes:
+        for r in ratios:
+            c = recompute_count(n, r)
+            order = torch.randperm(n, generator=g).to(torch.float32)
+            at_most, at_least = _reference_selects(order - c, r), _reference_selects(order - (c - 1), r)
+            if not at_most <= c <= at_least:
+                mismatches.append((n, r, c, at_most, at_least))
+    assert mismatches == []
+
+
+def test_ml_cache_count_follows_torch_quantile_float32_rank():
+    # written down from the rule: rank = float32(1 - ratio) * (P - 1); count = floor(rank) + 1
+    # (+1 when the float32 weight rank - floor(rank) rounds to 1)
+    assert recompute_count(256, 0.8) == 52  # float32(0.2) = 0.200000003, rank 51.00000076
+    assert recompute_count(256, 0.9) == 26  # rank 25.5
+    assert recompute_count(64, 0.9) == 7  # rank 6.3
+    assert recompute_count(1024, 0.95) == 52  # rank 51.15
+    assert recompute_count(65, 0.5) == 33  # rank 32.0: the threshold is the 33rd value itself
+    assert recompute_count(11, 0.1) == 9  # float32(0.9) = 0.899999976, rank 8.99999976
+    assert recompute_count(26, 0.96) == 2  # rank 0.99999998: its float32 weight is 1.0
+    assert recompute_count(17, 0.0) == 17 and recompute_count(1, 0.9) == 1
+    with pytest.raises(ValueError, match="at least one position"):
+        recompute_count(0, 0.9)
 
 
 def test_ml_cache_partial_steps_compute_only_selected(model, monkeypatch):
@@ -422,37 +455,140 @@ def test_dllm_v_verify_selects_most_changed_tokens():
     assert select_changed(new2, old, 2).tolist() == [[3, 1]]
 
 
-def test_dllm_partial_steps_compute_only_selected(model, monkeypatch):
-    cfg = DLLMCacheConfig(prompt_interval=3, gen_interval=4, transfer_ratio=0.25)
+@pytest.mark.parametrize("first_layer", [True, False])
+def test_dllm_partial_steps_compute_only_selected(model, monkeypatch, first_layer):
+    cfg = DLLMCacheConfig(
+        prompt_interval=3, gen_interval=4, transfer_ratio=0.25, refresh_first_layer=first_layer
+    )
     rows = _record_rows(model, monkeypatch)
     accel = DLLMCache(cfg)
     result = run(model, accel)
-    N, P, L = result.steps, model.num_image_tokens, model.seq_len
+    N, P, L, depth = result.steps, model.num_image_tokens, model.seq_len, len(model.blocks)
     verify = int(P * 0.25)
     qkv, value = {}, {}
     for i in range(N):
         gen, prompt = i % 4 == 0, i % 3 == 0
         if gen and prompt:
-            qkv[i] = L
-        elif gen:
-            qkv[i] = P
+            qkv[i] = [L] * depth
+            continue
+        if gen:
+            per_layer = [P] * depth
         else:
-            qkv[i] = verify + (L - P if prompt else 0)
-            value[i] = P
-    assert rows["qkv"] == rows["mlp"] == _per_layer(qkv, model)
-    assert rows["value"] == _per_layer(value, model)
+            per_layer = [verify + (L - P if prompt else 0)] * depth
+            value[i] = [P] * (depth - 1 if first_layer else depth)
+        if first_layer:  # cache_hook_LLaDA.py: layer_id == 0 always refreshes prompt and gen
+            per_layer[0] = L
+        qkv[i] = per_layer
+    assert rows["qkv"] == rows["mlp"] == qkv
+    assert rows["value"] == value
     assert accel.counts.full_forwards == sum(1 for i in range(N) if i % 12 == 0)
 
 
-def test_dllm_without_transfer_reuses_everything_between_refreshes(model, monkeypatch):
+@pytest.mark.parametrize("first_layer", [True, False])
+def test_dllm_without_transfer_reuses_everything_between_refreshes(model, monkeypatch, first_layer):
     rows = _record_rows(model, monkeypatch)
-    accel = DLLMCache(DLLMCacheConfig(prompt_interval=100, gen_interval=4, transfer_ratio=0.0))
+    cfg = DLLMCacheConfig(
+        prompt_interval=100, gen_interval=4, transfer_ratio=0.0, refresh_first_layer=first_layer
+    )
+    accel = DLLMCache(cfg)
     result = run(model, accel)
-    N, P, L = result.steps, model.num_image_tokens, model.seq_len
-    refreshed = {i: (L if i == 0 else P) for i in range(0, N, 4)}
-    assert rows["qkv"] == rows["mlp"] == _per_layer(refreshed, model)
+    N, P, L, depth = result.steps, model.num_image_tokens, model.seq_len, len(model.blocks)
+    expected = {i: [L if i == 0 else P] * depth for i in range(0, N, 4)}
+    if first_layer:  # layer 0 always in full; on the other steps nothing else runs
+        expected = {i: [L] + expected.get(i, [])[1:] for i in range(N)}
+    assert rows["qkv"] == rows["mlp"] == expected
     assert rows["value"] == {}
-    assert accel.counts.other_calls == N - len(refreshed)
+    cheap = N - len(range(0, N, 4))
+    if first_layer:
+        assert accel.counts.other_calls == 0 and accel.counts.partial_forwards == N - 1
+    else:
+        assert accel.counts.other_calls == cheap
+
+
+def _hand_layer(block, h):
+    """One pre-norm transformer layer from the block's own ops: (h', attention out, MLP out)."""
+    q, k, v = block.qkv(h)
+    attn = block.attend(q, k, v)
+    mlp = block.mlp(h + attn)
+    return h + attn + mlp, attn, mlp
+
+
+def _ctx(model, step, tokens, cond):
+    return StepContext(step=step, num_steps=8, tokens=tokens, mask=tokens == model.mask_id, cond=cond,
+                       streams=1, revealed_positions=None, revealed_ids=None, prev_features=None)  # fmt: skip
+
+
+@pytest.mark.parametrize("first_layer", [True, False])
+def test_dllm_first_layer_rule_on_hand_made_tokens(first_layer):
+    """dLLM-Cache with nothing to recompute (transfer 0, no refresh after step 0), written
+    out by hand. Reference (cache_hook_LLaDA.py since 1ef9d03): layer 0 is recomputed from
+    the new embedding, every later layer adds its cached attention and MLP outputs. Older
+    rule (cache_hook_MMaDA.py): every layer adds its cached outputs."""
+    model = TinyModel()
+    g = torch.Generator().manual_seed(4)
+    P = model.num_image_tokens
+    t0 = model.initial_tokens(2)
+    t1 = t0.clone()
+    t1[:, : P // 2] = torch.randint(0, model.codebook_size, (2, P // 2), generator=g)
+    cond = torch.tensor([1, -1])
+    with torch.no_grad():
+        h, cached = model.embed(t0, cond), []
+        for block in model.blocks:
+            h, attn, mlp = _hand_layer(block, h)
+            cached.append((attn, mlp))
+        h = model.embed(t1, cond)
+        first = 0
+        if first_layer:
+            h, _, _ = _hand_layer(model.blocks[0], h)
+            first = 1
+        for attn, mlp in cached[first:]:
+            h = h + attn + mlp
+        expected = model.head(model.final_features(h)[:, :P])
+        accel = DLLMCache(DLLMCacheConfig(prompt_interval=100, gen_interval=100, transfer_ratio=0.0,
+                                          refresh_first_layer=first_layer))  # fmt: skip
+        accel.reset(model, 2)
+        accel.step(model, _ctx(model, 0, t0, cond))
+        got = accel.step(model, _ctx(model, 1, t1, cond)).logits
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    other = DLLMCache(DLLMCacheConfig(prompt_interval=100, gen_interval=100, transfer_ratio=0.0,
+                                      refresh_first_layer=not first_layer))  # fmt: skip
+    other.reset(model, 2)
+    with torch.no_grad():
+        other.step(model, _ctx(model, 0, t0, cond))
+        assert (other.step(model, _ctx(model, 1, t1, cond)).logits - expected).abs().max() > 1e-3
+
+
+def test_dllm_first_layer_refresh_is_the_default():
+    assert DLLMCacheConfig().refresh_first_layer is True
+
+
+def test_dllm_replaces_every_image_value_even_when_nothing_is_selected():
+    """int(P * transfer_ratio) == 0 with transfer_ratio > 0: the reference's ``transfer`` flag
+    is set, ``refresh_index`` selects no token, and ``kv_cache_gen["v"] = v_gen`` still stores
+    every image token's new V (cache_hook_LLaDA.py)."""
+    model = TinyModel()
+    P = model.num_image_tokens
+    ratio = 0.5 / P  # 0 < ratio, int(P * ratio) == 0
+    g = torch.Generator().manual_seed(5)
+    t0 = model.initial_tokens(2)
+    t1 = t0.clone()
+    t1[:, :3] = torch.randint(0, model.codebook_size, (2, 3), generator=g)
+    cond = torch.tensor([0, 2])
+    cfg = DLLMCacheConfig(
+        prompt_interval=100, gen_interval=100, transfer_ratio=ratio, refresh_first_layer=False
+    )
+    accel = DLLMCache(cfg)
+    accel.reset(model, 2)
+    with torch.no_grad():
+        accel.step(model, _ctx(model, 0, t0, cond))
+        h, layer_inputs = model.embed(t1, cond), []
+        for cache in accel._layers:  # layer inputs of the cheap step: embedding + cached outputs
+            layer_inputs.append(h)
+            h = h + cache.attn + cache.mlp
+        accel.step(model, _ctx(model, 1, t1, cond))
+    for block, cache, h_in in zip(model.blocks, accel._layers, layer_inputs):
+        torch.testing.assert_close(cache.kv.v[:, :, :P], block.value(h_in[:, :P]))
+    assert accel.counts.partial_forwards == 1 and accel.counts.other_calls == 0
 
 
 # ------------------------------------------------------------- counts, NaNs, reset

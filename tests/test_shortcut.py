@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import socket
 import subprocess
@@ -458,4 +459,129 @@ def test_shortcut_tag_always_names_the_budget():
     from bench.config import config_tag
 
     assert config_tag(ShortcutConfig(steps=16)) == "steps=16,budget=6"
-    assert config_tag(ShortcutConfig(steps=32, budget=8, variant="nocross")) == "steps=32,budget=8,variant=nocross"
+    assert (
+        config_tag(ShortcutConfig(steps=32, budget=8, variant="nocross"))
+        == "steps=32,budget=8,variant=nocross"
+    )
+
+
+# ------------------------------------------- reference rules (issue 9, items 1 and 6)
+def _hand_attention(attn, queries, context):
+    """Multi-head attention written out from the reference's rule (packed in-projection,
+    softmax(q k^T / sqrt(d_head)) v, out-projection) with the module's own parameters."""
+    d, heads = queries.shape[-1], attn.heads
+    w, b = attn.in_proj.weight, attn.in_proj.bias
+    q = queries @ w[:d].T + b[:d]
+    k = context @ w[d : 2 * d].T + b[d : 2 * d]
+    v = context @ w[2 * d :].T + b[2 * d :]
+    out = []
+    for h in range(heads):
+        sl = slice(h * d // heads, (h + 1) * d // heads)
+        scores = q[..., sl] @ k[..., sl].transpose(-1, -2) / math.sqrt(d // heads)
+        out.append(torch.softmax(scores, dim=-1) @ v[..., sl])
+    return torch.cat(out, dim=-1) @ attn.out_proj.weight.T + attn.out_proj.bias
+
+
+def _hand_ff(ff, x):
+    lin1, lin2 = ff[0], ff[3]
+    return torch.nn.functional.gelu(x @ lin1.weight.T + lin1.bias) @ lin2.weight.T + lin2.bias
+
+
+def _hand_ln(norm, x):
+    mu = x.mean(-1, keepdim=True)
+    var = ((x - mu) ** 2).mean(-1, keepdim=True)
+    return (x - mu) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias
+
+
+def _hand_block(block, x, tokens, normalized_kv=False):
+    """MIGM-Shortcut ``ShortcutAttnBlock.forward`` (MaskGIT-Shortcut/Network/shortcut_model.py):
+    ``PreNorm`` normalises only its first argument, so the cross-attention's keys/values are the
+    raw tokens and the self-attention's (``self_attn(x, key=x, value=x)``) the raw features."""
+    h = _hand_ln(block.norm1, x)
+    if tokens is not None:
+        kv = tokens
+    else:
+        kv = h if normalized_kv else x
+    x = x + _hand_attention(block.attn1, h, kv)
+    x = x + _hand_ff(block.ff1, _hand_ln(block.norm2, x))
+    h = _hand_ln(block.norm3, x)
+    x = x + _hand_attention(block.attn2, h, h if normalized_kv else x)
+    return x + _hand_ff(block.ff2, _hand_ln(block.norm4, x))
+
+
+def _block_and_inputs(cross: bool, normalized_self_kv: bool = False):
+    from accelerators.shortcut.model import ShortcutBlock
+
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        block = ShortcutBlock(8, 2, 16, 0.0, cross, normalized_self_kv).eval()
+        for p in block.parameters():  # non-trivial LayerNorm affine too
+            p.data.add_(0.3 * torch.randn_like(p))
+    g = torch.Generator().manual_seed(1)
+    x = 2.0 * torch.randn(2, 5, 8, generator=g) + 1.5  # far from normalised: LN matters
+    tokens = torch.randn(2, 3, 8, generator=g) if cross else None
+    return block, x, tokens
+
+
+@pytest.mark.parametrize("cross", [True, False])
+def test_self_attention_keys_values_are_the_raw_features_as_in_the_reference(cross):
+    block, x, tokens = _block_and_inputs(cross)
+    with torch.no_grad():
+        got = block(x, tokens, None)
+        expected = _hand_block(block, x, tokens)
+        old_rule = _hand_block(block, x, tokens, normalized_kv=True)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert (got - old_rule).abs().max() > 1e-2  # the inputs tell the two rules apart
+
+
+@pytest.mark.parametrize("cross", [True, False])
+def test_normalized_self_kv_option_is_the_old_variant(cross):
+    block, x, tokens = _block_and_inputs(cross, normalized_self_kv=True)
+    with torch.no_grad():
+        got = block(x, tokens, None)
+        old = _hand_block(block, x, tokens, normalized_kv=True)
+        torch.testing.assert_close(got, old, atol=1e-5, rtol=1e-5)
+        assert (got - _hand_block(block, x, tokens)).abs().max() > 1e-2
+
+
+def test_normalized_self_kv_is_off_by_default_and_reaches_every_block(tiny):
+    assert ShortcutNetConfig().normalized_self_kv is False
+    net = random_net(tiny, num_blocks=2, normalized_self_kv=True)
+    assert all(b.normalized_self_kv for b in net.blocks)
+    assert not any(b.normalized_self_kv for b in random_net(tiny, num_blocks=2).blocks)
+
+
+def test_loss_is_a_mean_per_image_then_over_the_batch():
+    """Reference (MaskGIT-Shortcut/train_shortcut.py): one image per GPU, ``F.mse_loss`` over
+    its masked positions, DDP averages the per-GPU losses. Image 0: one masked position with
+    squared errors (1, 1) -> 1. Image 1: three masked positions with squared errors
+    (4, 4), (0, 0), (16, 0) -> 24 / 6 = 4. Per image: (1 + 4) / 2 = 2.5;
+    pooled: (2 + 24) / 8 = 3.25."""
+    pred = torch.zeros(2, 4, 2)
+    target = torch.tensor(
+        [
+            [[1.0, -1.0], [9.0, 9.0], [9.0, 9.0], [9.0, 9.0]],
+            [[2.0, 2.0], [0.0, 0.0], [4.0, 0.0], [7.0, 7.0]],
+        ]
+    )
+    mask = torch.tensor([[True, False, False, False], [True, True, True, False]])
+    assert masked_mse(pred, target, mask).item() == pytest.approx(2.5)
+    assert masked_mse(pred, target, mask, "per-image").item() == pytest.approx(2.5)
+    assert masked_mse(pred, target, mask, "pooled").item() == pytest.approx(3.25)
+    # an image with nothing masked adds 0 to the per-image mean (and nothing to the pooled one)
+    mask3 = torch.cat([mask, torch.zeros(1, 4, dtype=torch.bool)])
+    pred3, target3 = torch.zeros(3, 4, 2), torch.cat([target, torch.ones(1, 4, 2)])
+    assert masked_mse(pred3, target3, mask3).item() == pytest.approx(5.0 / 3)
+    assert masked_mse(pred3, target3, mask3, "pooled").item() == pytest.approx(3.25)
+    with pytest.raises(ValueError, match="unknown loss reduction 'sum'"):
+        masked_mse(pred, target, mask, "sum")
+
+
+def test_loss_reduction_option_defaults_to_the_reference():
+    assert TrainOptions(data="").loss_reduction == "per-image"
+    with pytest.raises(ValueError, match="unknown loss reduction"):
+        TrainOptions(data="", loss_reduction="mean")
+    parser = train_cmd.add_arguments(argparse.ArgumentParser())
+    assert train_cmd.options_from_args(parser.parse_args(["--data", "d"])).loss_reduction == "per-image"
+    args = parser.parse_args(["--data", "d", "--loss-reduction", "pooled"])
+    assert train_cmd.options_from_args(args).loss_reduction == "pooled"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from base_models.maskgit.checkpoint import load_transformer_safetensors, load_vq
 from base_models.maskgit.model import MaskGITModel
 from bench.hookspecs import hookimpl
 from bench.protocol import SamplingSettings
+from bench.sampling_options import apply_sampling_options
 from bench.specs import BaseModelSpec
 
 WEIGHTS = Path(__file__).parent / "weights"
@@ -23,24 +23,30 @@ FASHION_SAMPLING = SamplingSettings(steps=16, cfg_weight=3.0, cfg_schedule="line
 @dataclass(frozen=True)
 class FashionConfig:
     """transformer / tokenizer: weights files (default: the shipped ones).
-    steps, cfg_weight: override the default sampling (0 / negative = keep the default)."""
+    Sampling (``bench.sampling_options``; unset = ``FASHION_SAMPLING``): steps (0 = keep),
+    cfg_weight (negative = keep), cfg_schedule (linear | constant), mask_schedule (arccos |
+    cosine | linear), temperature (> 0), gumbel_temperature (>= 0), reveal_policy
+    (confidence | halton)."""
 
     transformer: str = ""
     tokenizer: str = ""
     steps: int = 0
     cfg_weight: float = -1.0
+    cfg_schedule: str | None = None
+    mask_schedule: str | None = None
+    temperature: float | None = None
+    gumbel_temperature: float | None = None
+    reveal_policy: str | None = None
 
 
 def load_fashion(cfg: FashionConfig | None = None, device: torch.device | str = "cpu") -> MaskGITModel:
     cfg = cfg or FashionConfig()
+    sampling = apply_sampling_options(FASHION_SAMPLING, cfg, owner="fashion")  # fails before loading
     transformer = load_transformer_safetensors(cfg.transformer or WEIGHTS / "maskgit.safetensors")
     vqgan = load_vqgan_safetensors(cfg.tokenizer or WEIGHTS / "tokenizer.safetensors")
-    sampling = FASHION_SAMPLING
-    if cfg.steps:
-        sampling = dataclasses.replace(sampling, steps=cfg.steps)
-    if cfg.cfg_weight >= 0:
-        sampling = dataclasses.replace(sampling, cfg_weight=cfg.cfg_weight)
-    model = MaskGITModel(transformer, vqgan, name="fashion", default_sampling=sampling, dataset="fashion-mnist")
+    model = MaskGITModel(
+        transformer, vqgan, name="fashion", default_sampling=sampling, dataset="fashion-mnist"
+    )
     return model.to(device)
 
 

@@ -13,6 +13,7 @@ file and the first mismatching keys.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -83,16 +84,66 @@ def _strip_prefixes(state: dict) -> dict:
     return out
 
 
-def load_maskgit_pth(path: str | Path, cfg: TransformerConfig = IMAGENET_256) -> MaskTransformer:
-    """A public MaskGIT-pytorch transformer checkpoint -> MaskTransformer (strict)."""
+def read_maskgit_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The transformer state dict of a MaskGIT-pytorch ``.pth`` checkpoint (prefixes stripped)."""
     path = Path(path)
     obj = _torch_load(path)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
-    state = obj.get("model_state_dict", obj)
+    return _strip_prefixes(obj.get("model_state_dict", obj))
+
+
+def load_maskgit_pth(path: str | Path, cfg: TransformerConfig = IMAGENET_256) -> MaskTransformer:
+    """A public MaskGIT-pytorch transformer checkpoint -> MaskTransformer (strict)."""
     model = MaskTransformer(cfg)
-    load_strict(model, _strip_prefixes(state), path)
+    load_strict(model, read_maskgit_state(path), path)
     return model
+
+
+# MaskGIT-pytorch builds every size with 16 heads (Trainer/vit.py, vit_size base / big / huge);
+# attention weights do not record the head count, so it is an option.
+DEFAULT_HEADS = 16
+
+
+def config_from_state(
+    state: dict[str, torch.Tensor],
+    path: str | Path,
+    heads: int = DEFAULT_HEADS,
+    codebook: int = 0,
+    classes: int = 0,
+) -> TransformerConfig:
+    """Read a v1 MaskTransformer's shape from its weights: width and vocabulary from
+    ``tok_emb.weight`` (vocab, D), the grid from ``pos_emb`` (1, P + 1, D), depth from the
+    ``transformer.layers.<i>`` keys, the MLP width from the first feed-forward. The
+    vocabulary is codebook + [MASK] + classes + dropped class, so one of ``codebook`` /
+    ``classes`` must be given (or read from the VQGAN) to split it."""
+    for key in ("tok_emb.weight", "pos_emb", "transformer.layers.0.1.fn.net.0.weight"):
+        if key not in state:
+            raise CheckpointError(f"{path}: not a MaskGIT v1 transformer (no {key!r})")
+    vocab, dim = state["tok_emb.weight"].shape
+    positions = state["pos_emb"].shape[1] - 1
+    grid = math.isqrt(positions)
+    if grid * grid != positions:
+        raise CheckpointError(f"{path}: {positions} image positions do not form a square grid")
+    depth = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("transformer.layers."))
+    mlp_dim = state["transformer.layers.0.1.fn.net.0.weight"].shape[0]
+    if codebook < 0 or classes < 0:
+        raise ValueError(f"{path}: codebook and classes must be >= 0, got {codebook}, {classes}")
+    if not codebook and not classes:
+        raise ValueError(
+            f"{path}: vocabulary {vocab} = codebook + classes + 2 cannot be split from the weights; "
+            "give codebook=V or classes=C (or a vqgan file)"
+        )
+    codebook = codebook or vocab - classes - 2
+    classes = classes or vocab - codebook - 2
+    if codebook + classes + 2 != vocab or codebook < 1 or classes < 1:
+        raise CheckpointError(
+            f"{path}: vocabulary {vocab} != codebook {codebook} + classes {classes} + 2 ([MASK], dropped class)"
+        )
+    if heads < 1 or dim % heads:
+        raise ValueError(f"{path}: width {dim} is not divisible by heads={heads}")
+    return TransformerConfig(grid=grid, codebook_size=codebook, nclass=classes, hidden_dim=dim, depth=depth,
+                             heads=heads, mlp_dim=mlp_dim, dropout=0.1)  # fmt: skip
 
 
 def load_vqgan_ckpt(path: str | Path, cfg: VQGANConfig = IMAGENET_VQGAN) -> VQModel:

@@ -1,0 +1,94 @@
+"""The text-to-image metrics and prompt sets as a plugin (entry point ``t2i-metrics``).
+
+Registers the opt-in metrics ``clip_score`` (``metrics.clip_score``) and ``image_reward``
+(``metrics.image_reward``), each with a cheap availability check (``migm-bench ls`` shows why
+one is unavailable; a run asking for it fails at start-up with that reason), and the command
+
+    migm-bench prompts                      the shipped sets with their categories
+    migm-bench prompts SPEC [--json]        the prompts a spec selects, e.g. parti:category=Animals,limit=20
+
+Heavy packages (open_clip, ImageReward) are imported only when a metric is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from bench.hookspecs import hookimpl
+from bench.specs import MetricSpec
+
+
+def _clip_score_factory(model):
+    from metrics.clip_score import clip_score_metric
+
+    return clip_score_metric(model)
+
+
+def _image_reward_factory(model):
+    from metrics.image_reward import image_reward_metric
+
+    return image_reward_metric(model)
+
+
+def _clip_score_check():
+    from metrics.clip_score import clip_score_unavailable
+
+    return clip_score_unavailable()
+
+
+def _image_reward_check():
+    from metrics.image_reward import image_reward_unavailable
+
+    return image_reward_unavailable()
+
+
+@hookimpl
+def register_metrics(register):
+    from metrics.clip_score import CLIP_SCORE_INFO
+    from metrics.image_reward import IMAGE_REWARD_INFO
+
+    register(MetricSpec(CLIP_SCORE_INFO, _clip_score_factory, default=False, check=_clip_score_check))
+    register(MetricSpec(IMAGE_REWARD_INFO, _image_reward_factory, default=False, check=_image_reward_check))
+
+
+def _prompts(args: argparse.Namespace) -> int:
+    from bench.cli import CLIError
+    from metrics.prompts import SETS, PromptSpecError, categories, load_prompts
+
+    if args.spec is None:
+        for name, pset in SETS.items():
+            items = sum(categories(name).values())
+            print(f"{name}: {items} prompts, {pset.source} ({pset.license})")
+            for axis in pset.axes:
+                labels = ", ".join(f"{label} ({n})" for label, n in categories(name, axis).items())
+                print(f"  {axis}: {labels}")
+        print("any other set: a text file, one prompt per line (e.g. my_prompts.txt:limit=50)")
+        return 0
+    try:
+        selection = load_prompts(args.spec)
+    except PromptSpecError as err:
+        raise CLIError(str(err)) from None
+    if args.json:
+        print(json.dumps({**selection.record(), "prompts": selection.prompts}, indent=1))
+        return 0
+    rec = selection.record()
+    print(
+        f"# {rec['spec']}: {rec['count']} of {rec['of']} prompts from {rec['source']}, sha256 {rec['prompts_sha256']}"
+    )
+    for i, item in enumerate(selection.items):
+        label = item.label("category")
+        print(f"{i}\t{label}\t{item.text}" if label else f"{i}\t{item.text}")
+    return 0
+
+
+@hookimpl
+def register_commands(subparsers):
+    p = subparsers.add_parser("prompts", help="list prompt sets, or the prompts a spec selects")
+    p.add_argument(
+        "spec", nargs="?", help="parti, geneval (with :category=...,limit=N) or a prompt file path"
+    )
+    p.add_argument(
+        "--json", action="store_true", help="the run record (names, filters, hash) and the prompts"
+    )
+    p.set_defaults(func=_prompts)
