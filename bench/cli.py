@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from bench.compare import add_noise_check_arguments, noise_check
 from bench.config import UnknownNameError, suggest
 from bench.plugins import PluginError, PluginManager, get_manager
 from bench.runner import Sweep, SweepError, default_sweep_specs, run_sweep
@@ -32,9 +33,13 @@ from bench.runner import Sweep, SweepError, default_sweep_specs, run_sweep
 # The base model ``migm-bench run`` uses without --model (provided by the lead's plugin);
 # the MIGM_BENCH_MODEL environment variable overrides it.
 DEFAULT_MODEL = "fashion"
-# What a bare `migm-bench run` uses besides the default sweep: 500 images (FID needs them),
-# five timed batches of 100, results in results/default.
-DEFAULT_RUN = {"name": "default", "images": 500, "batch_size": 100}
+# What a bare `migm-bench run` uses besides the default sweep: 500 images (FID needs them) in
+# batches of 50, so the default 10 interleaved rounds generate each image once; results in
+# results/default (git-ignored; the committed numbers are in results/reference-cpu).
+DEFAULT_RUN = {"name": "default", "images": 500, "batch_size": 50}
+# Flags that change what the default benchmark measures: given any of them without --name,
+# the run gets a name derived from its settings, so results/default keeps one sweep.
+_SETTING_FLAGS = ("steps", "images", "batch_size", "seed", "replicates", "warmup", "metrics", "limit")
 
 
 def default_model() -> str:
@@ -118,6 +123,7 @@ def _read_yaml(path: str) -> dict[str, Any]:
     for key, value in data.items():
         norm = str(key).replace("-", "_")
         norm = "accelerators" if norm in ("accel", "accels") else norm
+        norm = "replicates" if norm == "rounds" else norm
         if norm not in _YAML_KEYS:
             raise CLIError(f"sweep file {path}: unknown key {key!r}.{suggest(norm, _YAML_KEYS)}")
         out[norm] = value
@@ -154,9 +160,12 @@ def sweep_from_args(args: argparse.Namespace, manager: PluginManager) -> Sweep:
     accels = [str(a) for a in (opts.pop("accelerators", None) or [])]
     if not accels and not args.config:
         # `migm-bench run` with no sweep given: the default benchmark (issue: results/default,
-        # FID on >= 500 images), unless the user overrides these keys.
+        # FID on >= 500 images), unless the user overrides these keys; a changed setting
+        # (e.g. --images 20) runs under a derived name instead of refusing to resume.
+        changed = any(flags[k] is not None for k in _SETTING_FLAGS)
         for key, value in DEFAULT_RUN.items():
-            opts.setdefault(key, value)
+            if key != "name" or not changed:
+                opts.setdefault(key, value)
     if opts.pop("default_sweep", False) or args.default_sweep or not accels:
         accels = default_sweep_specs(manager) + accels
     opts.setdefault("model", default_model())
@@ -174,15 +183,19 @@ def cmd_run(args: argparse.Namespace, manager: PluginManager) -> int:
     )
     import pandas as pd
 
+    from bench.compare import reference_comparison
     from bench.plots import plot_run, report_markdown  # the table and figures come with every run
 
     summary = pd.read_csv(run_dir / "summary.csv", keep_default_na=False, na_values=[""])
     print(report_markdown(run_dir))  # latency, speed-ups and every quality metric per configuration
-    print(f"quality metrics on {sweep.images if sweep.limit is None else min(sweep.images, sweep.limit)} "
-          f"images per configuration (--images to change)")
+    n_images = sweep.images if sweep.limit is None else min(sweep.images, sweep.limit)
+    print(f"quality metrics on {n_images} images per configuration (--images to change)")
     print(f"results: {run_dir}")
     for path in plot_run(run_dir) or []:
         print(f"figure: {path}")
+    for line in reference_comparison(run_dir):
+        print(line)
+    _warn_unstable(summary)
     failed = summary[summary["status"] == "failed"]
     if not failed.empty:
         print(
@@ -192,6 +205,22 @@ def cmd_run(args: argparse.Namespace, manager: PluginManager) -> int:
         )
         return 1
     return 0
+
+
+def _warn_unstable(summary: Any) -> None:
+    """One warning naming the configurations whose timing is flagged, and what to do."""
+    if "timing" not in summary.columns:
+        return
+    bad = summary[summary["timing"] == "unstable"]
+    if bad.empty:
+        return
+    why = "; ".join(f"{r.accelerator} {r.config_tag}: {r.timing_note}" for r in bad.itertuples())
+    print(
+        f"migm-bench: warning: timing unstable for {len(bad)} configuration(s) ({why}). The machine was "
+        "busy (see load_avg_start in summary.csv): stop other jobs and rerun under a new --name, or give more "
+        "--rounds so the paired medians settle.",
+        file=sys.stderr,
+    )
 
 
 # ---------------------------------------------------------------- plot / report
@@ -258,10 +287,19 @@ def build_parser(manager: PluginManager) -> argparse.ArgumentParser:
     )
     p.add_argument("--steps", type=int, help="reference N (default: the model's default)")
     p.add_argument("--images", type=int, help="images per configuration (default 64)")
-    p.add_argument("--batch-size", type=int, help="images per sampling call (default 16)")
+    p.add_argument(
+        "--batch-size", type=int, help="images per sampling call (default 16; 50 for the default run)"
+    )
     p.add_argument("--seed", type=int, help="base seed (default 0)")
     p.add_argument("--metrics", help="comma-separated metric names (default: the default set; '' for none)")
-    p.add_argument("--replicates", type=int, help="minimum timed batches per configuration (default 3)")
+    p.add_argument(
+        "--rounds",
+        "--replicates",
+        dest="replicates",
+        type=int,
+        help="interleaved timed rounds: each times one batch of every configuration, vanilla included "
+        "(default 10; at least one per batch)",
+    )
     p.add_argument("--warmup", type=int, help="untimed warm-up batches (default 1)")
     p.add_argument("--name", help="run name (default: derived from the settings, so reruns resume)")
     p.add_argument("--out", help="results root directory (default results)")
@@ -270,6 +308,13 @@ def build_parser(manager: PluginManager) -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true", help="rerun configurations that failed before")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=bind(cmd_run))
+
+    p = sub.add_parser(
+        "noise-check",
+        help="the default sweep quiet and beside a CPU hog: do the speed-ups agree within 10 %?",
+    )
+    add_noise_check_arguments(p)
+    p.set_defaults(func=bind(noise_check))
 
     p = sub.add_parser("plot", help="Pareto figures of a run directory")
     p.add_argument("run_dir")
@@ -309,3 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `migm-bench ls | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+if __name__ == "__main__":  # python -m bench.cli (same as python -m bench)
+    raise SystemExit(main())

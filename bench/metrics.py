@@ -29,10 +29,13 @@ import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from bench import stats
 from bench.hookspecs import hookimpl
 from bench.protocol import GeneratedBatch, MetricInfo
 from bench.specs import MetricContext, MetricSpec
@@ -62,19 +65,24 @@ def paired_reference(generated: GeneratedBatch, ctx: MetricContext) -> Generated
 # ------------------------------------------------------------------ fidelity functions
 
 
-def psnr(images: Tensor, reference: Tensor, cap_db: float = PSNR_CAP_DB) -> float:
-    """Mean over images of the per-image PSNR (dB, data range 1): (n, C, H, W) x2 -> float.
-    Identical images give ``cap_db`` instead of inf so means and plots stay finite."""
+def psnr_per_image(images: Tensor, reference: Tensor, cap_db: float = PSNR_CAP_DB) -> Tensor:
+    """Per-image PSNR (dB, data range 1): (n, C, H, W) x2 -> (n,), capped at ``cap_db``."""
     from torchmetrics.functional.image import peak_signal_noise_ratio
 
     per_image = peak_signal_noise_ratio(
         images.double(), reference.double(), data_range=1.0, reduction="none", dim=(1, 2, 3)
     )  # (n,), inf where identical
-    return float(per_image.clamp(max=cap_db).mean())
+    return per_image.clamp(max=cap_db)
 
 
-def ssim(images: Tensor, reference: Tensor) -> float:
-    """Mean SSIM over images, (n, C, H, W) in [0, 1] x2 -> float in [-1, 1]."""
+def psnr(images: Tensor, reference: Tensor, cap_db: float = PSNR_CAP_DB) -> float:
+    """Mean over images of the per-image PSNR (dB, data range 1): (n, C, H, W) x2 -> float.
+    Identical images give ``cap_db`` instead of inf so means and plots stay finite."""
+    return float(psnr_per_image(images, reference, cap_db).mean())
+
+
+def ssim_per_image(images: Tensor, reference: Tensor) -> Tensor:
+    """Per-image SSIM, (n, C, H, W) in [0, 1] x2 -> (n,) in [-1, 1]."""
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     side = min(images.shape[-2:])
@@ -82,24 +90,38 @@ def ssim(images: Tensor, reference: Tensor) -> float:
     if kernel < 3:
         raise ValueError(f"SSIM needs images of at least 3x3 pixels, got {tuple(images.shape[-2:])}")
     sigma = 1.5 * kernel / 11
-    value = structural_similarity_index_measure(
-        images.double(), reference.double(), data_range=1.0, kernel_size=kernel, sigma=sigma
+    return structural_similarity_index_measure(
+        images.double(), reference.double(), data_range=1.0, kernel_size=kernel, sigma=sigma, reduction="none"
     )
-    return float(value)
+
+
+def ssim(images: Tensor, reference: Tensor) -> float:
+    """Mean SSIM over images, (n, C, H, W) in [0, 1] x2 -> float in [-1, 1]."""
+    return float(ssim_per_image(images, reference).mean())
+
+
+def token_agreement_per_image(tokens: Tensor, reference: Tensor) -> Tensor:
+    """Per-image fraction of positions where the token ids agree: (n, P) x2 -> (n,)."""
+    if tokens.shape != reference.shape:
+        raise ValueError(f"token shapes differ: {tuple(tokens.shape)} vs {tuple(reference.shape)}")
+    return (tokens == reference).double().mean(1)
 
 
 def token_agreement(tokens: Tensor, reference: Tensor) -> float:
     """Fraction of positions where the token ids agree: (n, P) x2 -> float in [0, 1]."""
-    if tokens.shape != reference.shape:
-        raise ValueError(f"token shapes differ: {tuple(tokens.shape)} vs {tuple(reference.shape)}")
-    return float((tokens == reference).double().mean())
+    return float(token_agreement_per_image(tokens, reference).mean())
+
+
+def feature_cosine_per_image(features: Tensor, reference: Tensor) -> Tensor:
+    """Per-image mean cosine similarity over positions: (n, L, D) x2 -> (n,)."""
+    if features.shape != reference.shape:
+        raise ValueError(f"feature shapes differ: {tuple(features.shape)} vs {tuple(reference.shape)}")
+    return torch.nn.functional.cosine_similarity(features.double(), reference.double(), dim=-1).mean(1)
 
 
 def feature_cosine(features: Tensor, reference: Tensor) -> float:
     """Mean cosine similarity over images and positions: (n, L, D) x2 -> float in [-1, 1]."""
-    if features.shape != reference.shape:
-        raise ValueError(f"feature shapes differ: {tuple(features.shape)} vs {tuple(reference.shape)}")
-    return float(torch.nn.functional.cosine_similarity(features.double(), reference.double(), dim=-1).mean())
+    return float(feature_cosine_per_image(features, reference).mean())
 
 
 # ------------------------------------------------------------------ fidelity metrics
@@ -114,9 +136,13 @@ class _VanillaFidelity:
         pass
 
     def compute(self, generated: GeneratedBatch, ctx: MetricContext) -> float:
+        return float(self.per_image(generated, ctx).mean())
+
+    def per_image(self, generated: GeneratedBatch, ctx: MetricContext) -> Tensor:
+        """(n,) per-image values; the metric is their mean (bootstrapped over images)."""
         return self._score(generated, paired_reference(generated, ctx))
 
-    def _score(self, generated: GeneratedBatch, ref: GeneratedBatch) -> float:
+    def _score(self, generated: GeneratedBatch, ref: GeneratedBatch) -> Tensor:
         raise NotImplementedError
 
 
@@ -124,21 +150,21 @@ class PSNRVsVanilla(_VanillaFidelity):
     info = MetricInfo("psnr_vs_vanilla", "dB", True, "vanilla")
 
     def _score(self, generated, ref):
-        return psnr(generated.images, ref.images)
+        return psnr_per_image(generated.images, ref.images)
 
 
 class SSIMVsVanilla(_VanillaFidelity):
     info = MetricInfo("ssim_vs_vanilla", "", True, "vanilla")
 
     def _score(self, generated, ref):
-        return ssim(generated.images, ref.images)
+        return ssim_per_image(generated.images, ref.images)
 
 
 class TokenAgreement(_VanillaFidelity):
     info = MetricInfo("token_agreement", "fraction", True, "vanilla")
 
     def _score(self, generated, ref):
-        return token_agreement(generated.tokens, ref.tokens)
+        return token_agreement_per_image(generated.tokens, ref.tokens)
 
 
 class FeatureCosine(_VanillaFidelity):
@@ -150,7 +176,7 @@ class FeatureCosine(_VanillaFidelity):
                 "feature_cosine needs the final-step features of both batches "
                 "(sample with record_features=True and store them in GeneratedBatch.features)"
             )
-        return feature_cosine(generated.features, ref.features)
+        return feature_cosine_per_image(generated.features, ref.features)
 
 
 FIDELITY_METRICS = (PSNRVsVanilla, SSIMVsVanilla, TokenAgreement, FeatureCosine)
@@ -332,6 +358,34 @@ class FIDMetric:
             fid.update(images[i : i + self.batch_size], real=False)
         return float(fid.compute())
 
+    def resampled(self, generated: GeneratedBatch, ctx: MetricContext, indices: np.ndarray) -> list[float]:
+        """FID of each image resample, indices (R, n) (``metric_interval``)."""
+        return _fid_resampled(self, generated, ctx, indices)
+
+
+def frechet_distance(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> float:
+    """||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2)) (Heusel et al. 2017); the trace
+    of the square root is the sum of the square roots of the eigenvalues of S1 S2 (real and
+    non-negative for covariance matrices, up to rounding)."""
+    diff = mu1 - mu2
+    root_trace = torch.linalg.eigvals(cov1 @ cov2).real.clamp_min(0).sqrt().sum()
+    return float(diff @ diff + cov1.trace() + cov2.trace() - 2 * root_trace)
+
+
+def _fid_resampled(
+    metric: FIDMetric, generated: GeneratedBatch, ctx: MetricContext, indices: np.ndarray
+) -> list[float]:
+    feats = extract_features(
+        metric.extractor, _check_images(generated.images, metric.info.name)
+    ).double()  # (n, d)
+    real = metric.real.get(ctx).double()  # (n_real, d)
+    mu_r, cov_r = real.mean(0), torch.cov(real.T)
+    out = []
+    for idx in indices:  # (n,) image indices, with replacement
+        f = feats[torch.from_numpy(idx)]
+        out.append(frechet_distance(f.mean(0), torch.cov(f.T), mu_r, cov_r))
+    return out
+
 
 class KIDMetric:
     """Kernel Inception Distance: unbiased polynomial-kernel MMD^2 averaged over random
@@ -380,6 +434,55 @@ class KIDMetric:
             torch.manual_seed(self.seed)
             mean, _std = kid.compute()
         return float(mean)
+
+    def resampled(self, generated: GeneratedBatch, ctx: MetricContext, indices: np.ndarray) -> list[float]:
+        """KID of each image resample, indices (R, n) (``metric_interval``)."""
+        return _kid_resampled(self, generated, ctx, indices)
+
+
+def _kid_resampled(
+    metric: KIDMetric, generated: GeneratedBatch, ctx: MetricContext, indices: np.ndarray
+) -> list[float]:
+    """Unbiased MMD^2 (polynomial kernel, as ``KIDMetric``) of each image resample against one
+    fixed random subset of the real features; from the kernel matrices, computed once."""
+    f = extract_features(
+        metric.extractor, _check_images(generated.images, metric.info.name)
+    ).double()  # (n, d)
+    real = metric.real.get(ctx).double()
+    s = min(metric.subset_size, len(real), len(f))
+    r = real[torch.randperm(len(real), generator=torch.Generator().manual_seed(metric.seed))[:s]]  # (s, d)
+
+    def kernel(a: Tensor, b: Tensor) -> Tensor:
+        return (a @ b.T / a.shape[1] + 1) ** 3
+
+    k_ff, k_fr, k_rr = kernel(f, f), kernel(f, r), kernel(r, r)  # (n, n), (n, s), (s, s)
+    n = len(f)
+    counts = torch.from_numpy(np.stack([np.bincount(i, minlength=n) for i in indices])).double()  # (R, n)
+    # resample X = f[idx]: sum over pairs a != b of k(X_a, X_b) = c^T K c - c . diag(K)
+    xx = ((counts @ k_ff) * counts).sum(1) - counts @ k_ff.diagonal()
+    yy = (k_rr.sum() - k_rr.trace()) / (s * (s - 1))
+    xy = counts @ k_fr.sum(1) / (n * s)
+    return (xx / (n * (n - 1)) + yy - 2 * xy).tolist()
+
+
+def metric_interval(
+    metric: Any, generated: GeneratedBatch, ctx: MetricContext, value: float, seed: int = 0
+) -> stats.Estimate:
+    """95 % interval of ``metric`` over the image sample: the bootstrap of the mean for
+    per-image metrics (a ``MetricValue``'s ``per_image``, or the metric's ``per_image``), value +- 1.96 bootstrap SD for set-level ones (``bench.stats``); no
+    interval (NaN) for a metric that offers neither or whose resampling fails (warned)."""
+    try:
+        carried = getattr(value, "per_image", None)  # a MetricValue: the per-image values came with it
+        if carried is not None and len(carried) > 0:
+            return stats.mean_interval(carried.double().cpu().numpy(), seed=seed)
+        if hasattr(metric, "per_image"):
+            return stats.mean_interval(metric.per_image(generated, ctx).double().cpu().numpy(), seed=seed)
+        if hasattr(metric, "resampled"):
+            indices = stats.resample_indices(len(generated.images), stats.SET_RESAMPLES, seed)
+            return stats.spread_interval(value, metric.resampled(generated, ctx, indices))
+    except Exception as err:  # noqa: BLE001 (an interval is extra information, never a failed metric)
+        warnings.warn(f"no interval for {metric.info.name}: {type(err).__name__}: {err}", stacklevel=2)
+    return stats.Estimate(value)
 
 
 # ------------------------------------------------------------------ Inception-v3 (ImageNet users)
@@ -454,7 +557,7 @@ def inception_score(logits: Tensor) -> float:
 # ------------------------------------------------------------------ Inception FID (opt-in)
 INCEPTION_WEIGHTS_ENV = "MIGM_INCEPTION_WEIGHTS"  # torch-fidelity's Inception-v3 weights file
 FID_REFERENCE_ENV = "MIGM_FID_REFERENCE"  # .npz of real images, uint8 (N, H, W, 3) under "arr_0"
-FID_INCEPTION_INFO = MetricInfo("fid_inception", "", False, "data")
+FID_INCEPTION_INFO = MetricInfo("fid_inception", "", False, "data", label="FID (Inception-v3)")
 
 
 def load_reference_images(path: str | os.PathLike) -> Tensor:

@@ -252,12 +252,20 @@ REFERENCES = ("data", "vanilla", "condition")
 class MetricInfo:
     """name, unit, higher_is_better, and what the metric compares against:
     "data" (real images), "vanilla" (vanilla output at the same seed) or
-    "condition" (the requested class / prompt)."""
+    "condition" (the requested class / prompt). label: how tables and figures name it,
+    saying what it is computed with (e.g. "FID (Fashion classifier)": a bare "FID" reads as
+    Inception FID); empty: derived from the name.
+
+    A metric may also offer its uncertainty over the image sample (``bench.metrics.metric_interval``):
+    ``per_image(generated, ctx) -> (n,) tensor`` when it is the mean of per-image values, or
+    ``resampled(generated, ctx, indices) -> list[float]``, its value on each row of image
+    indices (R, n) drawn with replacement, for set-level metrics (FID, KID, IS)."""
 
     name: str
     unit: str
     higher_is_better: bool
     reference: str
+    label: str = ""
 
     def __post_init__(self) -> None:
         if self.reference not in REFERENCES:

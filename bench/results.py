@@ -3,7 +3,8 @@
 * ``measurements.parquet`` (mirrored as ``measurements.csv``): tidy, one row per replicate
   and metric (``MEASUREMENT_COLUMNS``).
 * ``summary.csv``: one row per configuration (``SUMMARY_COLUMNS`` + one column per quality
-  metric). A configuration is *finished* exactly when its row is here.
+  metric, each with ``<metric>_ci_low`` / ``<metric>_ci_high``, its 95 % interval). A
+  configuration is *finished* exactly when its row is here.
 * ``run.json``: resolved configuration, environment (git hash, library versions, CPU/GPU),
   dates and every command line that worked on the run.
 
@@ -51,9 +52,19 @@ SUMMARY_COLUMNS = [
     "steps",
     "latency_s_median",
     "latency_s_iqr",
+    "latency_s_ci_low",
+    "latency_s_ci_high",
+    "latency_cv",
+    "rounds",
     "speedup",
+    "speedup_ci_low",
+    "speedup_ci_high",
+    "vanilla_latency_s_median",
     "flops_per_image",
     "flop_speedup",
+    "saving_realised",
+    "timing",
+    "timing_note",
     "full_forwards",
     "partial_forwards",
     "partial_coverage",
@@ -64,8 +75,24 @@ SUMMARY_COLUMNS = [
     "error",
     "spec",
     "images",
+    # the environment of the invocation that timed the row (bench.timing.invocation_environment)
+    "invocation",
+    "host",
+    "torch_version",
+    "threads",
+    "device",
+    "cpu_count",
+    "load_avg_start",
 ]
+# Quality metric columns are the other columns; each has its 95 % interval beside it.
+CI_LOW, CI_HIGH = "_ci_low", "_ci_high"
 FINISHED_STATUSES = ("ok", "failed")
+
+
+def metric_columns(columns: Iterable[str]) -> list[str]:
+    """The quality-metric columns of a summary: not fixed columns, not interval bounds."""
+    return [c for c in columns if c not in SUMMARY_COLUMNS and not c.endswith((CI_LOW, CI_HIGH))]
+
 
 ConfigKey = tuple[str, str]  # (accelerator, config_tag)
 

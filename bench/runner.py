@@ -5,19 +5,27 @@ Semantics (every configuration sees exactly the same inputs):
 * conditions: drawn once, ``model.conditions(n, torch.Generator().manual_seed(seed))``;
 * batch j (images [j*b, (j+1)*b)) samples with a generator seeded ``seed + j``, so image i
   of every configuration has the same condition and sampling seed (outputs paired by seed);
-* vanilla at the reference N (``--steps``, default ``model.default_sampling.steps``) runs
-  first, always: it is the latency reference measured in the same run (``speedup``) and the
-  output fidelity metrics compare against. Its tokens/features are saved in the run
-  directory (``vanilla_outputs.pt``) so a resumed run does not regenerate them.
+* vanilla at the reference N (``--steps``, default ``model.default_sampling.steps``) is the
+  latency reference and the output fidelity metrics compare against it. Its tokens/features
+  are saved in the run directory (``vanilla_outputs.pt``).
 
-Per configuration: a small untimed warm-up batch; then all batches, each timed alone
-(synchronize + ``perf_counter_ns`` around ``bench.sampling.sample`` only, per-image latency =
-batch time / batch size); decoding timed separately; extra timed passes over the same
-batches (same seeds) when there are fewer batches than ``replicates``; FLOPs per image
-counted once on a small batch; model-call counts averaged over batches; peak memory of the
-whole generation; then the quality metrics on all images. A configuration that raises is
-recorded as failed (with a one-line error; the traceback goes to ``errors.log``) and the
-sweep goes on. Configurations already finished in the run directory are skipped.
+Timing is interleaved (``bench.interleave``): every configuration still to run *and*
+vanilla get an untimed warm-up batch, then ``replicates`` (``--rounds``) rounds each time
+one batch of every configuration, in a shuffled order (at least one round per batch, so
+every image is generated once). Only ``bench.sampling.sample`` is timed; per-image latency
+= batch time / batch size; decoding is timed separately. A configuration's speed-up is the
+median over rounds of vanilla's time / its time in the same round, with a bootstrap 95 %
+interval (``bench.stats``). Vanilla is re-timed in every invocation that runs anything
+(a resumed sweep reuses vanilla's stored outputs for quality, never its stored time), so
+every speed-up is against vanilla timed in the same process; each summary row records the
+environment of the invocation that timed it (host, torch, threads, device, load average).
+Then per configuration: FLOPs per image counted once on a small batch, model-call counts
+averaged over batches, peak memory over its batches, the quality metrics on all images
+with their bootstrap intervals, and a ``timing`` flag (ok / unstable: batch-time CV or the
+realised share of the FLOP saving out of range). A configuration that raises is recorded
+as failed (with a one-line error; the traceback goes to ``errors.log``) and the sweep goes
+on. Configurations already finished in the run directory are skipped; results are written
+after the timed rounds, one configuration at a time.
 """
 
 from __future__ import annotations
@@ -40,8 +48,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from bench import stats
 from bench.config import config_tag
 from bench.flops import count_flops
+from bench.interleave import DEFAULT_ROUNDS, run_rounds
+from bench.metrics import metric_interval
 from bench.plugins import PluginManager, get_manager
 from bench.protocol import (
     BaseModel,
@@ -52,10 +63,10 @@ from bench.protocol import (
     StepOutput,
     condition_prompts,
 )
-from bench.results import ConfigKey, RunLocked, RunStore, atomic_write
+from bench.results import CI_HIGH, CI_LOW, ConfigKey, RunLocked, RunStore, atomic_write
 from bench.sampling import sample
 from bench.specs import AcceleratorSpec, MetricContext, MetricUnavailable, MetricValue
-from bench.timing import PeakMemory, cpu_name, device_name, iqr, median, timed
+from bench.timing import PeakMemory, cpu_name, device_name, invocation_environment, iqr, median, timed
 
 REFERENCE_ACCELERATOR = "vanilla"
 REFERENCE_KEY: ConfigKey = (REFERENCE_ACCELERATOR, "default")
@@ -92,8 +103,10 @@ class Sweep:
     seed: base seed (conditions; batch j samples with ``seed + j``).
     images / batch_size: images per configuration and per sampling call.
     metrics: metric names (None: every registered metric marked ``default``).
-    replicates: minimum number of timed batches per configuration (batches are
-        re-timed, same seeds, when there are fewer); warmup: untimed warm-up batches.
+    replicates: timed rounds (``--rounds``): each round times one batch of every
+        configuration, vanilla included; at least one round per batch, and batches are
+        re-timed (same seeds) when there are fewer batches than rounds. warmup: untimed
+        warm-up batches per configuration before the rounds.
     name / out: results go to ``out/name`` (name None: derived from the settings, so
         rerunning the same command resumes the same run).
     device: "cpu", "cuda", "cuda:1", or "auto".
@@ -109,7 +122,7 @@ class Sweep:
     images: int = 64
     batch_size: int = 16
     metrics: list[str] | None = None
-    replicates: int = 3
+    replicates: int = DEFAULT_ROUNDS
     warmup: int = 1
     name: str | None = None
     out: str = "results"
@@ -203,6 +216,84 @@ class _FeatureTap:
         return out
 
 
+# ------------------------------------------------------------- one configuration
+class _ConfigRun:
+    """One configuration's part of the interleaved rounds (a ``bench.interleave.Contestant``):
+    its accelerator, every round's per-image latency, and the outputs of the first pass
+    over each batch (tokens, decoded images, final features, model-call counts)."""
+
+    def __init__(self, runner: Runner, conf: Configuration, cond: torch.Tensor) -> None:
+        self.runner, self.conf, self.cond = runner, conf, cond
+        self.key = conf.key
+        self.tap: _FeatureTap | None = None
+        self.steps: int | None = None
+        self.error: Exception | None = None
+        self.traceback = ""
+        self.latencies: list[float] = []  # per round, seconds per image
+        self.batch_of_round: list[int] = []
+        self.decode_times: list[float] = []  # per batch, seconds per image
+        self.counts: list[dict[str, float]] = []  # per batch
+        self.tokens: dict[int, torch.Tensor] = {}  # batch -> (b, P)
+        self.images: dict[int, torch.Tensor] = {}  # batch -> (b, C, H, W)
+        self.features: dict[int, torch.Tensor] = {}  # batch -> (b, L, D), conditional stream
+        self.peak_mb = math.nan
+
+    def prepare(self) -> None:
+        try:
+            self.tap = _FeatureTap(self.conf.acc.factory(self.conf.config))
+            self.steps = self.tap.num_steps(self.runner.settings.steps)
+        except Exception as err:  # noqa: BLE001 (recorded as a failed configuration)
+            self.fail(err)
+
+    def fail(self, err: Exception) -> None:
+        self.error = err
+        self.traceback = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+
+    def warmup(self) -> None:
+        r = self.runner
+        for _ in range(r.sweep.warmup):  # untimed: lazy init, allocator, caches
+            sample(r.model, self.tap, self.cond[:WARMUP_BATCH], r._generator(r.sweep.seed), r.settings)
+
+    def generate(self, batch: int) -> Any:
+        r = self.runner
+        lo, hi = r._batches()[batch]
+        with PeakMemory(r.device) as mem:
+            result = sample(
+                r.model, self.tap, self.cond[lo:hi], r._generator(r.sweep.seed + batch), r.settings
+            )
+        return result, mem
+
+    def record(self, round_: int, batch: int, seconds: float, result: Any) -> None:
+        sampled, mem = result
+        r = self.runner
+        lo, hi = r._batches()[batch]
+        self.latencies.append(seconds / (hi - lo))
+        self.batch_of_round.append(batch)
+        self.peak_mb = mem.mb if math.isnan(self.peak_mb) else max(self.peak_mb, mem.mb)
+        if batch in self.tokens:  # a later pass over the batch: timing only
+            return
+        self.counts.append(self.tap.counts.as_dict())
+        if r.sweep.keep_features and self.tap.last_features is not None:
+            self.features[batch] = self.tap.last_features[: hi - lo].float().cpu()
+        with timed(r.device) as watch:
+            decoded = r.model.decode(sampled.tokens)  # (b, C, H, W) in [0, 1]
+        self.decode_times.append(watch.seconds / (hi - lo))
+        self.tokens[batch] = sampled.tokens.cpu()
+        self.images[batch] = decoded.cpu()
+
+    def generated(self) -> GeneratedBatch:
+        order = sorted(self.tokens)
+        return GeneratedBatch(
+            images=torch.cat([self.images[j] for j in order]),
+            tokens=torch.cat([self.tokens[j] for j in order]),
+            cond=self.cond.cpu(),
+            features=torch.cat([self.features[j] for j in order])
+            if len(self.features) == len(order)
+            else None,
+            prompts=condition_prompts(self.runner.model, self.cond),
+        )
+
+
 # -------------------------------------------------------------------- the runner
 class Runner:
     """Runs one ``Sweep``. ``run()`` returns the run directory."""
@@ -234,6 +325,10 @@ class Runner:
         self.n = min(sweep.images, sweep.limit) if sweep.limit else sweep.images
         self.batch_size = min(sweep.batch_size, self.n)
         self.replicates = 1 if sweep.limit else sweep.replicates
+        self.rounds = max(self.replicates, len(self._batches()))  # every batch timed (and generated) once
+        self.reference_times: list[float] | None = None  # vanilla's per-round latency, this invocation
+        self.reference_flops: float | None = None
+        self.invocation_env: dict[str, Any] = {}  # set when the run starts (summary columns)
         self.model: BaseModel | None = None
         self.settings: SamplingSettings | None = None
         self.vanilla: GeneratedBatch | None = None
@@ -335,17 +430,34 @@ class Runner:
         cond_gen = torch.Generator().manual_seed(self.sweep.seed)
         cond = self.model.conditions(self.n, cond_gen).to(self.device)  # (n,) paired across configs
         finished = store.finished()
-        # vanilla's outputs are needed only by configurations still to run (fidelity metrics):
-        # a rerun of a finished sweep must not reload, let alone regenerate, them
-        pending = any(conf.key not in finished for conf in self.configurations)
-        bar = tqdm(self.configurations, desc="configurations", unit="config", disable=not self.progress)
+        pending = [conf for conf in self.configurations if conf.key not in finished]
+        if not pending:  # nothing to time: vanilla's outputs are neither reloaded nor regenerated
+            return
+        reference = self.configurations[0]  # vanilla at the reference N, always timed (same invocation)
+        timed_confs = pending if reference in pending else [reference, *pending]
+        runs = {conf.key: _ConfigRun(self, conf, cond) for conf in timed_confs}
+        for run in runs.values():
+            run.prepare()
+
+        def failed(run: _ConfigRun, err: Exception) -> None:
+            run.fail(err)
+            tqdm.write(f"migm-bench: {run.conf.spec} failed: {_error_line(err)}", file=sys.stderr)
+
+        contestants = [run for run in runs.values() if run.error is None]
+        run_rounds(contestants, self.rounds, len(self._batches()), self.device, failed, self.sweep.seed,
+                   self.progress)  # fmt: skip
+
+        ref_run = runs[REFERENCE_KEY]
+        self.reference_times = ref_run.latencies if ref_run.error is None else None
+        if reference not in pending and finished.get(REFERENCE_KEY) == "ok":
+            # quality pairs with the stored vanilla outputs (as the finished rows did); its time is not reused
+            self.vanilla = self._load_vanilla(store, ref_run)
+        elif reference not in pending and ref_run.error is None:
+            self.vanilla = ref_run.generated()  # vanilla failed before but ran now: pair with this run's
+        bar = tqdm(pending, desc="metrics", unit="config", disable=not self.progress)
         for conf in bar:
             bar.set_postfix_str(conf.spec)
-            if conf.key in finished:
-                if pending and conf.key == REFERENCE_KEY and finished[conf.key] == "ok":
-                    self.vanilla = self._load_vanilla(store, conf, cond)
-                continue
-            self._run_configuration(store, conf, cond)
+            self._finish_configuration(store, runs[conf.key])
         bar.close()
 
     # ---------------------------------------------------------------- one config
@@ -356,18 +468,19 @@ class Runner:
     def _generator(self, seed: int) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(seed)
 
-    def _run_configuration(self, store: RunStore, conf: Configuration, cond: torch.Tensor) -> None:
-        steps: int | None = None
-        try:
-            accelerator = conf.acc.factory(conf.config)
-            steps = accelerator.num_steps(self.settings.steps)
-            rows, summary, generated = self._measure(conf, accelerator, steps, cond, store)
-        except Exception as err:  # noqa: BLE001 (record any failure and go on with the sweep)
-            store.log_error(f"[{_now()}] {conf.spec} ({conf.key[0]}/{conf.key[1]})\n{traceback.format_exc()}")
-            summary = self._summary_base(conf, steps)
-            summary.update(status="failed", error=_error_line(err))
+    def _finish_configuration(self, store: RunStore, run: _ConfigRun) -> None:
+        conf = run.conf
+        if run.error is None:
+            try:
+                rows, summary, generated = self._measure(run, store)
+            except Exception as err:  # noqa: BLE001 (record any failure and go on with the sweep)
+                run.fail(err)
+                tqdm.write(f"migm-bench: {conf.spec} failed: {_error_line(err)}", file=sys.stderr)
+        if run.error is not None:
+            store.log_error(f"[{_now()}] {conf.spec} ({conf.key[0]}/{conf.key[1]})\n{run.traceback}")
+            summary = self._summary_base(conf, run.steps)
+            summary.update(status="failed", error=_error_line(run.error), **self.invocation_env)
             store.append(conf.key, [], summary)
-            tqdm.write(f"migm-bench: {conf.spec} failed: {summary['error']}", file=sys.stderr)
             return
         if conf.key == REFERENCE_KEY:
             self.vanilla = generated
@@ -375,12 +488,9 @@ class Runner:
         store.append(conf.key, rows, summary)
 
     def _measure(
-        self, conf: Configuration, accelerator: Any, steps: int, cond: torch.Tensor, store: RunStore
+        self, run: _ConfigRun, store: RunStore
     ) -> tuple[list[dict[str, Any]], dict[str, Any], GeneratedBatch]:
-        model, settings, device = self.model, self.settings, self.device
-        tap = _FeatureTap(accelerator)
-        seed = self.sweep.seed
-        batches = self._batches()
+        conf, steps, seed = run.conf, run.steps, self.sweep.seed
         rows: list[dict[str, Any]] = []
 
         def row(
@@ -409,51 +519,27 @@ class Runner:
                 }
             )
 
-        for _ in range(self.sweep.warmup):  # untimed: lazy init, allocator, caches
-            sample(model, tap, cond[:WARMUP_BATCH], self._generator(seed), settings)
+        ref_times = self.reference_times
+        for r, (j, latency) in enumerate(zip(run.batch_of_round, run.latencies)):
+            row("latency_s_per_image", latency, "s", r, seed + j)
+            if ref_times is not None:  # vanilla's time in the same round: the pair of the speed-up
+                row("vanilla_latency_s_per_image", ref_times[r], "s", r, seed + j, reference="vanilla")
+        for j, counts in enumerate(run.counts):
+            for name, value in counts.items():
+                row(name, value, "fraction" if name == "partial_coverage" else "calls", j, seed + j)
+        for j, value in enumerate(run.decode_times):
+            row("decode_s_per_image", value, "s", j, seed + j)
 
-        latencies: list[float] = []
-        decode_times: list[float] = []
-        counts: list[dict[str, float]] = []
-        tokens, images, features = [], [], []
-        n_timed = max(len(batches), self.replicates)
-        inner = tqdm(range(n_timed), desc=conf.spec, unit="batch", leave=False, disable=not self.progress)
-        with PeakMemory(device) as mem:
-            for r in inner:
-                j = r % len(batches)  # r >= len(batches): an extra timing pass over batch j
-                lo, hi = batches[j]
-                with timed(device) as watch:
-                    result = sample(model, tap, cond[lo:hi], self._generator(seed + j), settings)
-                latencies.append(watch.seconds / (hi - lo))
-                row("latency_s_per_image", latencies[-1], "s", r, seed + j)
-                if r >= len(batches):
-                    continue
-                counts.append(tap.counts.as_dict())
-                for name, value in counts[-1].items():
-                    row(name, value, "fraction" if name == "partial_coverage" else "calls", r, seed + j)
-                if self.sweep.keep_features and tap.last_features is not None:
-                    features.append(tap.last_features[: hi - lo].float().cpu())  # conditional stream
-                with timed(device) as watch:
-                    decoded = model.decode(result.tokens)  # (b, C, H, W) in [0, 1]
-                decode_times.append(watch.seconds / (hi - lo))
-                row("decode_s_per_image", decode_times[-1], "s", r, seed + j)
-                tokens.append(result.tokens.cpu())
-                images.append(decoded.cpu())
-        inner.close()
-
+        model, settings, tap = self.model, self.settings, run.tap
         fb = min(FLOP_BATCH, self.n)
+        cond = run.cond
         flops = count_flops(lambda: sample(model, tap, cond[:fb], self._generator(seed), settings)) / fb
         row("flops_per_image", flops, "FLOP")
-        row("peak_mem_mb", mem.mb, "MiB")
+        row("peak_mem_mb", run.peak_mb, "MiB")
 
-        generated = GeneratedBatch(
-            images=torch.cat(images),
-            tokens=torch.cat(tokens),
-            cond=cond.cpu(),
-            features=torch.cat(features) if len(features) == len(batches) else None,
-            prompts=condition_prompts(model, cond),
-        )
+        generated = run.generated()
         metric_values = self._compute_metrics(generated, conf.key)
+        intervals = self._intervals(generated, conf.key, metric_values)
         for name, (value, info) in metric_values.items():
             row(name, value, info.unit, higher=info.higher_is_better, reference=info.reference)
             for i, v in enumerate(getattr(value, "per_image", ())):  # image i was sampled with seed + i // b
@@ -461,36 +547,74 @@ class Runner:
                     info.reference)  # fmt: skip
 
         summary = self._summary_base(conf, steps)
-        mean_counts = {k: sum(c[k] for c in counts) / len(counts) for k in counts[0]}
-        lat_med = median(latencies)
-        reference = self._reference_summary(store, conf, lat_med, flops)
+        mean_counts = {k: sum(c[k] for c in run.counts) / len(run.counts) for k in run.counts[0]}
         summary.update(
-            latency_s_median=lat_med,
-            latency_s_iqr=iqr(latencies),
-            speedup=reference["latency_s_median"] / lat_med if lat_med > 0 else math.nan,
+            **self._timing_summary(run, flops, store),
             flops_per_image=flops,
-            flop_speedup=reference["flops_per_image"] / flops if flops > 0 else math.nan,
-            peak_mem_mb=mem.mb,
-            decode_s_per_image=median(decode_times),
+            peak_mem_mb=run.peak_mb,
+            decode_s_per_image=median(run.decode_times),
             status="ok",
             error="",
             **mean_counts,
             **{name: float(value) for name, (value, _) in metric_values.items()},
+            **intervals,
+            **self.invocation_env,
         )
         return rows, summary, generated
 
-    def _reference_summary(
-        self, store: RunStore, conf: Configuration, latency: float, flops: float
-    ) -> dict[str, float]:
-        if conf.key == REFERENCE_KEY:
-            return {"latency_s_median": latency, "flops_per_image": flops}
-        ref = store.summary_row(REFERENCE_KEY)
-        if ref is None or ref.get("status") != "ok":
-            return {"latency_s_median": math.nan, "flops_per_image": math.nan}
+    def _timing_summary(self, run: _ConfigRun, flops: float, store: RunStore) -> dict[str, Any]:
+        """Latency, paired speed-up with intervals, and the stability flag of one configuration."""
+        latency = stats.median_interval(run.latencies, seed=self.sweep.seed)
+        ref_times = self.reference_times
+        if ref_times is None:  # vanilla failed in this invocation: nothing to pair with
+            speedup = stats.Estimate(math.nan)
+            ref_latency = math.nan
+        else:
+            speedup = stats.paired_speedup(ref_times, run.latencies, seed=self.sweep.seed)
+            ref_latency = median(ref_times)
+        if run.conf.key == REFERENCE_KEY:
+            self.reference_flops = flops
+        ref_flops = self._reference_flops(store)
+        flop_speedup = ref_flops / flops if flops > 0 else math.nan
+        batch_cv = stats.cv(run.latencies)
+        problems = stats.timing_problems(batch_cv, speedup.value, flop_speedup)
         return {
-            "latency_s_median": float(ref["latency_s_median"]),
-            "flops_per_image": float(ref["flops_per_image"]),
+            "latency_s_median": latency.value,
+            "latency_s_iqr": iqr(run.latencies),
+            "latency_s_ci_low": latency.low,
+            "latency_s_ci_high": latency.high,
+            "latency_cv": batch_cv,
+            "rounds": len(run.latencies),
+            "speedup": speedup.value,
+            "speedup_ci_low": speedup.low,
+            "speedup_ci_high": speedup.high,
+            "vanilla_latency_s_median": ref_latency,
+            "flop_speedup": flop_speedup,
+            "saving_realised": stats.saving_realised(speedup.value, flop_speedup),
+            "timing": "unstable" if problems else "ok",
+            "timing_note": "; ".join(problems),
         }
+
+    def _reference_flops(self, store: RunStore) -> float:
+        """Vanilla's FLOPs per image: counted in this invocation, else the stored value (FLOPs
+        are deterministic, unlike times)."""
+        if self.reference_flops is None:
+            ref = store.summary_row(REFERENCE_KEY)
+            ok = ref is not None and ref.get("status") == "ok"
+            self.reference_flops = float(ref["flops_per_image"]) if ok else math.nan
+        return self.reference_flops
+
+    def _intervals(
+        self, generated: GeneratedBatch, key: ConfigKey, values: dict[str, tuple[float, Any]]
+    ) -> dict[str, Any]:
+        """{metric_ci_low: .., metric_ci_high: ..} over image resamples (``bench.metrics.metric_interval``)."""
+        vanilla = generated if key == REFERENCE_KEY else self.vanilla
+        ctx = MetricContext(self.model, self.device, vanilla=vanilla, cache=self.metric_cache)
+        out: dict[str, Any] = {}
+        for name, (value, _info) in values.items():
+            ci = metric_interval(self.metric_objects[name], generated, ctx, value, seed=self.sweep.seed)
+            out[f"{name}{CI_LOW}"], out[f"{name}{CI_HIGH}"] = ci.low, ci.high
+        return out
 
     def _compute_metrics(self, generated: GeneratedBatch, key: ConfigKey) -> dict[str, tuple[float, Any]]:
         out = {}
@@ -525,14 +649,23 @@ class Runner:
         payload = {"tokens": generated.tokens, "cond": generated.cond, "features": generated.features}
         atomic_write(store.dir / VANILLA_FILE, lambda tmp: torch.save(payload, tmp))
 
-    def _load_vanilla(self, store: RunStore, conf: Configuration, cond: torch.Tensor) -> GeneratedBatch:
+    def _load_vanilla(self, store: RunStore, fresh: _ConfigRun) -> GeneratedBatch:
         """Vanilla outputs of a finished reference: tokens (and features) from disk, images
-        re-decoded (decoding is deterministic); regenerated, untimed, if the file is gone."""
+        re-decoded (decoding is deterministic); this invocation's outputs (same seeds) when
+        the file is missing or stale, saved for the next resume."""
         path = store.dir / VANILLA_FILE
         payload = torch.load(path, map_location="cpu") if path.exists() else None
         if payload is None or payload["tokens"].shape != (self.n, self.model.num_image_tokens):
-            tqdm.write(f"migm-bench: {path} missing or stale; regenerating vanilla outputs", file=sys.stderr)
-            return self._generate_untimed(conf, cond, store)
+            tqdm.write(
+                f"migm-bench: {path} missing or stale; using this run's vanilla outputs", file=sys.stderr
+            )
+            if fresh.error is not None:
+                raise SweepError(
+                    f"vanilla failed in this run and {path} is missing: {_error_line(fresh.error)}"
+                )
+            generated = fresh.generated()
+            self._save_vanilla(store, generated)
+            return generated
         tokens = payload["tokens"]
         images = torch.cat(
             [self.model.decode(tokens[lo:hi].to(self.device)).cpu() for lo, hi in self._batches()]
@@ -544,25 +677,6 @@ class Runner:
             features=payload["features"],
             prompts=condition_prompts(self.model, payload["cond"]),
         )
-
-    def _generate_untimed(self, conf: Configuration, cond: torch.Tensor, store: RunStore) -> GeneratedBatch:
-        tap = _FeatureTap(conf.acc.factory(conf.config))
-        tokens, images, features = [], [], []
-        for j, (lo, hi) in enumerate(self._batches()):
-            result = sample(self.model, tap, cond[lo:hi], self._generator(self.sweep.seed + j), self.settings)
-            tokens.append(result.tokens.cpu())
-            images.append(self.model.decode(result.tokens).cpu())
-            if self.sweep.keep_features and tap.last_features is not None:
-                features.append(tap.last_features[: hi - lo].float().cpu())
-        generated = GeneratedBatch(
-            images=torch.cat(images),
-            tokens=torch.cat(tokens),
-            cond=cond.cpu(),
-            features=torch.cat(features) if len(features) == len(tokens) else None,
-            prompts=condition_prompts(self.model, cond),
-        )
-        self._save_vanilla(store, generated)
-        return generated
 
     # ----------------------------------------------------------------- run.json
     def _prompts_info(self) -> dict[str, Any] | None:
@@ -586,7 +700,9 @@ class Runner:
     def _run_info(self, previous: dict[str, Any] | None) -> dict[str, Any]:
         now = _now()
         invocations = list((previous or {}).get("invocations", []))
-        invocations.append({"date": now, "command": shlex.join(self.command)})
+        env = invocation_environment(self.device)  # what timed this invocation's rows
+        self.invocation_env = {"invocation": len(invocations), **env}
+        invocations.append({"date": now, "command": shlex.join(self.command), "environment": env})
         configurations = {tuple(c["key"]): c for c in (previous or {}).get("configurations", [])}
         for conf in self.configurations:
             configurations[conf.key] = {

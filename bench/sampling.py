@@ -140,6 +140,26 @@ def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator, device) -> 
     return -torch.log((-torch.log(u)).clamp_min(1e-20))
 
 
+def sample_categorical(logp: Tensor, generator: torch.Generator) -> Tensor:
+    """One draw per row of the categorical exp(logp): (..., V) log-probabilities -> (...) ids.
+
+    Inverse CDF with one uniform per row: the id is the first v whose cumulative probability
+    exceeds u * total, so P(id = v) = p_v exactly up to float32 rounding (as torch.multinomial
+    on float32 probabilities) and a code of probability 0 is never drawn. About 10x cheaper
+    than torch.multinomial on a CPU; all randomness from ``generator``.
+    """
+    cdf = logp.exp().cumsum(-1)  # (..., V)
+    total = cdf[..., -1:]  # (..., 1), 1 up to rounding
+    u = torch.rand(total.shape, generator=generator, device=logp.device, dtype=cdf.dtype)
+    x = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))  # x < total
+    return torch.searchsorted(cdf, x, right=True).squeeze(-1)
+
+
+def _at_positions(logits: Tensor, positions: Tensor) -> Tensor:
+    """(n, P, V) logits, (n, m) positions -> (n, m, V) the logits at those positions."""
+    return torch.gather(logits, 1, positions[..., None].expand(-1, -1, logits.shape[-1]))
+
+
 def _reserved_count(reserve_steps: int, reserved: Tensor | None, schedule: list[int], step: int) -> int:
     """How many positions step ``step`` must reserve for ``StepOutput.reserve_steps``."""
     if reserve_steps == 0:
@@ -210,22 +230,29 @@ def sample(
         )
         out = accelerator.step(model, ctx)
         extra = _reserved_count(out.reserve_steps, reserved, schedule, i)
-        logits = out.logits.float()  # (B, P, V)
+        # sample only where it matters: every row has the same m = P - revealed_so_far masked
+        # positions, so they gather into a rectangle (CFG and softmax then skip revealed ones)
+        masked = mask.nonzero()[:, 1].view(n, -1)  # (n, m) still-masked positions, ascending
+        logits = _at_positions(out.logits, masked.repeat(streams, 1)).float()  # (B, m, V)
         if guided:
             w = cfg_weight_at(settings, i, steps)
             l_c, l_u = logits.chunk(2)
-            logits = (1 + w) * l_c - w * l_u  # (n, P, V)
+            logits = (1 + w) * l_c - w * l_u  # (n, m, V)
         if record_features:
             if out.features is None:
                 raise ValueError("feature recording needs an accelerator that returns features")
             recorded.append(out.features.clone())
 
-        probs = torch.softmax(logits / settings.temperature, dim=-1)  # (n, P, V)
-        pred = torch.multinomial(probs.view(n * P, -1), 1, generator=generator).view(n, P)
+        logp = torch.log_softmax(logits / settings.temperature, dim=-1)  # (n, m, V)
+        drawn = sample_categorical(logp, generator)  # (n, m), one uniform per position (inverse CDF)
+        pred = tokens.scatter(1, masked, drawn)  # (n, P): drawn codes at masked positions
         if reserved is not None:  # an earlier step already chose these positions
             pos, reserved = reserved[:, :k], (reserved[:, k:] if reserved.shape[1] > k else None)
         elif settings.reveal_policy == "confidence":
-            conf = torch.log(torch.gather(probs, 2, pred[..., None]).squeeze(-1).clamp_min(1e-30))
+            conf = torch.full((n, P), -math.inf, device=device)  # revealed positions: never chosen
+            conf = conf.scatter(
+                1, masked, torch.gather(logp, 2, drawn[..., None]).squeeze(-1)
+            )  # log p(drawn)
             ratio = i / (steps - 1) if steps > 1 else 0.0  # MaskGIT-pytorch: indice / (len - 1)
             noise = gumbel_noise((n, P), generator, device)
             conf = conf + settings.gumbel_temperature * (1 - ratio) * noise

@@ -15,6 +15,8 @@ and where ``/proc`` is missing, ``resource.getrusage(...).ru_maxrss``.
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -176,3 +178,21 @@ def cpu_name() -> str:
     import platform
 
     return platform.processor() or platform.machine()
+
+
+def invocation_environment(device: torch.device | str) -> dict[str, Any]:
+    """What a timing depends on, recorded with every row an invocation times: host, torch
+    version, intra-op threads, device and the 1-minute load average when it started (a load
+    above the core count means other work competed for the CPU)."""
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):  # not available on this platform
+        load = float("nan")
+    return {
+        "host": platform.node(),
+        "torch_version": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": str(torch.device(device)),
+        "cpu_count": os.cpu_count(),
+        "load_avg_start": load,
+    }

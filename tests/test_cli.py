@@ -144,3 +144,52 @@ def test_plugins_can_add_commands(default_manager, capsys):
 
 def test_default_model_constant():
     assert cli.DEFAULT_MODEL == "fashion"
+
+
+def _sweep(manager, argv):
+    return cli.sweep_from_args(cli.build_parser(manager).parse_args(["run", *argv]), manager)
+
+
+def test_default_run_name_and_changed_settings(default_manager, monkeypatch):
+    """A bare run measures into results/default (git-ignored); a first try with other settings
+    (--images 20) gets a name of its own instead of clashing with that sweep."""
+    monkeypatch.setenv("MIGM_BENCH_MODEL", TINY_MODEL)
+    bare = _sweep(default_manager, [])
+    assert (bare.name, bare.images, bare.batch_size, bare.replicates) == ("default", 500, 50, 10)
+    small = _sweep(default_manager, ["--images", "20"])
+    assert small.name is None and small.images == 20  # the runner derives the name from the settings
+    assert _sweep(default_manager, ["--images", "20", "--name", "mine"]).name == "mine"
+    assert _sweep(default_manager, ["--rounds", "4"]).replicates == 4
+
+
+def test_noise_check_runs_quiet_and_loaded_and_compares(default_manager, tmp_path, monkeypatch, capsys):
+    from contextlib import nullcontext
+
+    from bench import compare
+
+    monkeypatch.setattr(compare, "cpu_hog", nullcontext)  # the real hog is tested on its own
+    argv = ["noise-check", "--model", TINY_MODEL, "--accel", "few-step:steps=3", "--images", "2",
+            "--batch-size", "2", "--rounds", "2", "--out", str(tmp_path), "--device", "cpu", "--no-progress"]  # fmt: skip
+    status = main(argv)
+    out = capsys.readouterr().out
+    (check,) = tmp_path.iterdir()
+    assert {p.name for p in check.iterdir()} == {"quiet", "hog"}
+    row = next(line for line in out.splitlines() if line.startswith("| few-step | steps=3 |"))
+    quiet, hog = (
+        pd.read_csv(check / name / "summary.csv").set_index("config_tag") for name in ("quiet", "hog")
+    )
+    diff = hog.loc["steps=3", "speedup"] / quiet.loc["steps=3", "speedup"] - 1
+    assert f"{100 * diff:+.1f} %" in row and f"{quiet.loc['steps=3', 'speedup']:.2f}x" in row
+    verdict = out.strip().splitlines()[-1]
+    assert (
+        verdict.startswith("PASS" if status == 0 else "FAIL")
+        and "of 2 speed-ups agree within 10 %" in verdict
+    )
+
+
+def test_cpu_hog_runs_while_the_block_runs():
+    from bench.compare import cpu_hog
+
+    with cpu_hog() as hog:
+        assert hog.poll() is None
+    assert hog.poll() is not None

@@ -262,5 +262,51 @@ def test_fid_inception_is_opt_in_and_wired(tmp_path, monkeypatch):
     assert real.shape == (40, 3, 8, 8) and 0 <= real.min() and real.max() <= 1
     ctx = MetricContext(model=None, device=torch.device("cpu"))
     same = metric.compute(GeneratedBatch(images=real, tokens=torch.zeros(40, 4), cond=torch.zeros(40)), ctx)
-    other = metric.compute(GeneratedBatch(images=real * 0.2, tokens=torch.zeros(40, 4), cond=torch.zeros(40)), ctx)
+    other = metric.compute(
+        GeneratedBatch(images=real * 0.2, tokens=torch.zeros(40, 4), cond=torch.zeros(40)), ctx
+    )
     assert abs(same) < 1e-3 and other > same + 1e-3
+
+
+# ------------------------------------------------------------------ intervals over images
+def test_per_image_values_average_to_the_metric_and_give_an_interval():
+    from bench.metrics import metric_interval
+
+    ref = batch(
+        images(40, 0), tokens=torch.randint(0, 5, (40, 4), generator=torch.Generator().manual_seed(0))
+    )
+    noisy = (ref.images + 0.05 * torch.randn(40, 1, 8, 8, generator=torch.Generator().manual_seed(1))).clamp(
+        0, 1
+    )
+    gen = batch(noisy, tokens=ref.tokens.flip(1))
+    for metric in (PSNRVsVanilla(), SSIMVsVanilla(), TokenAgreement()):
+        per = metric.per_image(gen, ctx(ref))
+        assert per.shape == (40,)
+        value = metric.compute(gen, ctx(ref))
+        assert value == pytest.approx(float(per.mean()))
+        ci = metric_interval(metric, gen, ctx(ref), value)
+        assert ci.low < value < ci.high  # images differ from each other: a real spread
+    assert psnr(gen.images, ref.images) == pytest.approx(PSNRVsVanilla().compute(gen, ctx(ref)))
+    assert ssim(gen.images, ref.images) == pytest.approx(SSIMVsVanilla().compute(gen, ctx(ref)))
+
+
+def test_fid_and_kid_of_resamples(tmp_path):
+    """The identity 'resample' reproduces FID (own Fréchet distance vs torchmetrics); the
+    spread over real resamples is positive and gives value +- 1.96 sd."""
+    import numpy as np
+
+    from bench.metrics import metric_interval
+
+    ext, real_images = tiny_extractor(), images(300, 0)
+    real = RealFeatures("toy", real_images, ext, cache_dir=False)
+    fid = FIDMetric(FID, ext, real)
+    gen = batch(images(100, 1, shift=0.2))
+    value = fid.compute(gen, ctx())
+    assert fid.resampled(gen, ctx(), np.arange(100)[None, :])[0] == pytest.approx(value, rel=1e-3)
+    ci = metric_interval(fid, gen, ctx(), value)
+    assert ci.low < value < ci.high and ci.high - value == pytest.approx(value - ci.low)
+    kid = KIDMetric(KID, ext, real, subset_size=100)
+    kid_values = kid.resampled(gen, ctx(), np.random.default_rng(0).integers(0, 100, (20, 100)))
+    assert len(kid_values) == 20 and np.std(kid_values) > 0
+    far = kid.compute(gen, ctx())
+    assert np.median(kid_values) == pytest.approx(far, rel=0.5)  # the same quantity, resampled

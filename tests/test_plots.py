@@ -26,8 +26,10 @@ def test_frontier_lower_is_better_and_nan_and_ties():
         pareto_frontier([1.0], [1.0, 2.0], True)
 
 
-def test_metric_label_states_direction():
-    assert metric_label("fid", False) == "FID (lower is better)"
+def test_metric_label_states_direction_and_names_the_feature_network():
+    meta = {"metrics": [{"name": "fid", "label": "FID (Fashion classifier)", "higher_is_better": False}]}
+    assert metric_label("fid", False, meta=meta) == "FID (Fashion classifier) (lower is better)"
+    assert metric_label("fid", False) == "FID (feature network not recorded) (lower is better)"  # never bare
     assert metric_label("psnr_vs_vanilla", True, "dB") == "PSNR vs vanilla [dB] (higher is better)"
 
 
@@ -71,7 +73,10 @@ def make_run(tmp_path, tidy_format="parquet"):
         tidy.to_parquet(run / "measurements.parquet")
     else:
         tidy.to_csv(run / "measurements.csv", index=False)
-    (run / "run.json").write_text(json.dumps({"run_id": "run1", "base_model": "fashion", "n_images": 500}))
+    labels = [{"name": "fid", "label": "FID (Fashion classifier)", "higher_is_better": False, "unit": ""}]
+    (run / "run.json").write_text(
+        json.dumps({"run_id": "run1", "base_model": "fashion", "n_images": 500, "metrics": labels})
+    )
     return run
 
 
@@ -114,7 +119,9 @@ def test_report_markdown(tmp_path):
     lines = text.splitlines()
     assert lines[0] == "# Run run1"
     header = next(line for line in lines if line.startswith("| accelerator"))
-    assert "FID ↓" in header and "class accuracy ↑" in header and "latency ms/img" in header
+    assert (
+        "FID (Fashion classifier) ↓" in header and "class accuracy ↑" in header and "latency ms/img" in header
+    )
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| accelerator")]
     assert len(rows) == len(ROWS)  # failed rows are reported
     vanilla = next(r for r in rows if r.startswith("| vanilla"))
@@ -171,3 +178,57 @@ def test_reference_vanilla_not_plotted_for_metrics_against_vanilla(tmp_path):
     points = plotted_points(run)
     assert set(points[points.metric == "psnr_vs_vanilla"].accelerator) == {"few-step"}
     assert set(points[points.metric == "fid"].accelerator) == {"vanilla", "few-step"}
+
+
+def test_frontier_needs_the_intervals_to_separate():
+    """b is faster and better than a by point estimates; it dominates a only when, on one axis,
+    its interval clears a's."""
+    from bench.plots import interval_frontier
+
+    speed = ([1.0, 1.1], [0.9, 1.0], [1.1, 1.2])  # (values, lows, highs): overlapping
+    tied = ([10.0, 10.5], [9.0, 9.5], [11.0, 11.5])  # overlapping
+    clear = ([10.0, 12.5], [9.0, 11.5], [11.0, 13.5])  # b's interval wholly above a's
+    assert interval_frontier(speed, tied, higher_is_better=True) == [True, True]
+    assert interval_frontier(speed, clear, higher_is_better=True) == [False, True]
+    assert interval_frontier(speed, clear, higher_is_better=False) == [True, True]  # b worse: no dominance
+    no_ci = ([1.0, 1.1], [float("nan")] * 2, [float("nan")] * 2)
+    assert interval_frontier(no_ci, ([10.0, 10.5], [float("nan")] * 2, [float("nan")] * 2), True) == [
+        False,
+        True,
+    ]
+
+
+def test_report_prints_intervals_and_timing(tmp_path):
+    run = make_run(tmp_path)
+    summary = pd.read_csv(run / "summary.csv")
+    summary["speedup_ci_low"], summary["speedup_ci_high"] = summary["speedup"] * 0.9, summary["speedup"] * 1.1
+    summary["fid_ci_low"], summary["fid_ci_high"] = summary["fid"] - 1, summary["fid"] + 1
+    summary["timing"] = ["ok", "ok", "ok", "unstable", "ok", ""]
+    summary.to_csv(run / "summary.csv", index=False)
+    text = report_markdown(run)
+    budget6 = next(line for line in text.splitlines() if "budget=6" in line)
+    assert "| 3.33× [3, 3.67] |" in budget6 and "| 12 [11, 13] |" in budget6 and "| unstable |" in budget6
+    assert "fid_ci_low" not in text  # interval columns are not metrics of their own
+    assert "Timing unstable for: shortcut budget=6" in text
+
+
+def test_labels_are_whole_apart_and_inside_the_axes():
+    """On the committed 17-configuration reference run: every point's label is its whole tag
+    (the no-cross ablation is told apart from the plain shortcut), no two labels overlap and
+    none leaves the axes."""
+    from pathlib import Path
+
+    from bench.plots import pareto_figure
+
+    run = Path(__file__).resolve().parent.parent / "results" / "reference-cpu"
+    for metric in ("psnr_vs_vanilla", "fid"):
+        fig, labels = pareto_figure(run, metric)
+        renderer = fig.canvas.get_renderer()
+        texts = [t.get_text().replace("\n", "") for t in labels]
+        assert "steps=16,budget=6,variant=nocross" in texts and "steps=16,budget=6" in texts
+        boxes = [t.get_window_extent(renderer) for t in labels]
+        axes = fig.axes[0].get_window_extent(renderer)
+        for i, a in enumerate(boxes):
+            assert axes.x0 <= a.x0 and a.x1 <= axes.x1 and axes.y0 <= a.y0 and a.y1 <= axes.y1, texts[i]
+            for j in range(i):
+                assert not a.overlaps(boxes[j]), (texts[i], texts[j])

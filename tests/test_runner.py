@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import bench_test_plugin
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -118,6 +119,37 @@ def test_rerun_skips_finished_configurations_and_reloads_vanilla(manager, tmp_pa
     assert len(json.loads(store.run_json.read_text())["invocations"]) == 2
 
 
+def test_resumed_sweep_pairs_new_configurations_with_vanilla_timed_in_the_same_invocation(manager, tmp_path):
+    """Issue 8, item 4: a resumed sweep re-times vanilla; a new row's speed-up is the median of
+    its per-round ratios to that vanilla, and the row names the invocation that timed it."""
+    sweep = tiny_sweep(tmp_path, ["few-step:steps=4"], metrics=["same_tokens"])
+    run_dir = run_sweep(sweep, manager=manager, progress=False)
+    sweep.accelerators = ["few-step:steps=4", "few-step:steps=6"]  # steps=6: vanilla-equivalent
+    run_sweep(sweep, manager=manager, progress=False)
+    store = RunStore(run_dir)
+    s = store.summary().set_index("config_tag")
+    assert s["invocation"].tolist() == [0, 0, 1]
+    m = store.measurements()
+    new = m[m.config_tag == "steps=6"].sort_values("replicate")
+    own = new[new.metric == "latency_s_per_image"].value.to_numpy()
+    ref = new[new.metric == "vanilla_latency_s_per_image"].value.to_numpy()
+    assert len(own) == len(ref) == 3 == s.loc["steps=6", "rounds"]
+    assert s.loc["steps=6", "speedup"] == pytest.approx(np.median(ref / own))
+    assert (
+        s.loc["steps=6", "speedup_ci_low"]
+        <= s.loc["steps=6", "speedup"]
+        <= s.loc["steps=6", "speedup_ci_high"]
+    )
+    assert s.loc["steps=6", "vanilla_latency_s_median"] == pytest.approx(np.median(ref))
+    first_vanilla = m[(m.accelerator == "vanilla") & (m.metric == "latency_s_per_image")].value
+    assert not set(ref) & set(first_vanilla)  # re-timed, not the stored times
+    assert s.loc["steps=6", "same_tokens"] == 1.0  # quality still pairs with vanilla's stored outputs
+    env = json.loads(store.run_json.read_text())["invocations"][1]["environment"]
+    assert env["host"] == s.loc["steps=6", "host"] and env["threads"] == s.loc["steps=6", "threads"]
+    assert env["torch_version"] == torch.__version__ and s.loc["steps=6", "device"] == "cpu"
+    assert s.loc["steps=6", "timing"] in ("ok", "unstable") and "load_avg_start" in s.columns
+
+
 def test_rerun_of_a_finished_sweep_does_not_regenerate_vanilla(manager, tmp_path):
     """Nothing left to run: vanilla's outputs (needed only by pending configurations) are not
     reloaded, and not regenerated when their file is gone (e.g. a fresh clone of a run)."""
@@ -129,12 +161,12 @@ def test_rerun_of_a_finished_sweep_does_not_regenerate_vanilla(manager, tmp_path
 
 def test_killed_run_resumes_with_every_configuration_once(manager, tmp_path, monkeypatch):
     sweep = tiny_sweep(tmp_path, ["few-step:steps=4", "interrupt", "few-step:steps=3"], replicates=2)
-    # 1) killed while sampling the second configuration
+    # 1) killed during the timed rounds: nothing of the attempt is recorded
     bench_test_plugin.INTERRUPT["armed"] = True
     with pytest.raises(KeyboardInterrupt):
         run_sweep(sweep, manager=manager, progress=False)
     store = RunStore(tmp_path / "run")
-    assert keys(store.summary()) == [("vanilla", "default"), ("few-step", "steps=4")]
+    assert keys(store.summary()) == [] and store.measurements().empty
 
     # 2) killed between writing its measurements and its summary row (the commit point)
     bench_test_plugin.INTERRUPT["armed"] = False
@@ -151,10 +183,14 @@ def test_killed_run_resumes_with_every_configuration_once(manager, tmp_path, mon
     assert "interrupt" in set(store.measurements()["accelerator"])  # orphan rows of the killed attempt
     assert "interrupt" not in set(store.summary()["accelerator"])
 
+    assert keys(store.summary()) == [("vanilla", "default"), ("few-step", "steps=4")]  # written before it
     # 3) the rerun drops the orphans, redoes only what is unfinished, duplicates nothing
     monkeypatch.setattr(RunStore, "_write_summary", real_write)
+    before = store.summary().set_index(["accelerator", "config_tag"])
     run_sweep(sweep, manager=manager, progress=False)
     summary = store.summary()
+    kept = summary.set_index(["accelerator", "config_tag"]).loc[before.index]
+    pd.testing.assert_frame_equal(kept[before.columns], before)  # finished rows are kept as they were
     assert sorted(keys(summary)) == sorted(
         [("vanilla", "default"), ("few-step", "steps=4"), ("interrupt", "default"), ("few-step", "steps=3")]
     )
@@ -214,7 +250,7 @@ def test_default_sweep_specs(manager):
 
 @pytest.mark.slow
 def test_sigkill_mid_sweep_then_rerun(tmp_path):
-    """A real ``kill -9`` of ``python -m bench run`` after the first configuration is saved."""
+    """A real ``kill -9`` of ``python -m bench run`` during the timed rounds, then a rerun."""
     tests_dir = Path(__file__).parent
     env = {
         **os.environ,
@@ -257,25 +293,24 @@ def test_sigkill_mid_sweep_then_rerun(tmp_path):
         "cpu",
         "--no-progress",
     ]
-    summary = tmp_path / "run" / "summary.csv"
+    run_json, summary = tmp_path / "run" / "run.json", tmp_path / "run" / "summary.csv"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while not (summary.exists() and len(pd.read_csv(summary)) >= 1):
+    while not run_json.exists():  # written when the model is loaded, before the timed rounds
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)  # sleepy takes >= 2 s: we are in the middle of it
+    time.sleep(1.0)  # sleepy's warm-up and rounds take >= 2 s: we are in the middle of them
+    os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     proc.stderr.close()
-    first = pd.read_csv(summary)
-    assert list(first.accelerator) == ["vanilla"]
+    assert not summary.exists() or pd.read_csv(summary).empty  # nothing half-done was recorded
 
     done = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     store = RunStore(tmp_path / "run")
     final = store.summary()
     assert keys(final) == [("vanilla", "default"), ("sleepy", "seconds=0.1"), ("few-step", "steps=3")]
-    assert final.iloc[0].latency_s_median == first.iloc[0].latency_s_median  # vanilla kept, not redone
     assert (final.status == "ok").all() and final.iloc[1].same_tokens == 1.0
     assert_each_measurement_once(store)
     assert torch.load(tmp_path / "run" / "vanilla_outputs.pt")["tokens"].shape == (4, 16)

@@ -291,3 +291,65 @@ def test_cfg_weight_zero_is_one_stream(model):
             assert (s, rows) == (streams, 3 * streams)
             expected = cond if streams == 1 else torch.cat([cond, model.null_conditions(cond)])
             assert torch.equal(c, expected)
+
+
+# ------------------------------------------------------------- token sampling
+CHI2_CRIT_DF3_P001 = 16.266  # chi-square quantile, 3 degrees of freedom, upper tail 0.001 (tables)
+
+
+def _chi_square(counts: Tensor, probs: list[float]) -> float:
+    """Pearson's statistic sum (O - E)^2 / E over the categories of positive probability."""
+    total = float(counts.sum())
+    return sum((float(o) - total * p) ** 2 / (total * p) for o, p in zip(counts, probs) if p > 0)
+
+
+def test_sample_categorical_draws_the_softmax_distribution():
+    """100 000 draws of p = (0.5, 0.25, 0.15, 0.1, 0): the frequencies pass a chi-square test
+    at the 0.001 level (a sampler off by 1 % in one category fails it: the statistic grows
+    like n * 0.01^2 / p), the zero-probability code never appears, and the generator alone
+    decides the draws."""
+    probs = [0.5, 0.25, 0.15, 0.1, 0.0]
+    logp = torch.tensor(probs).log().expand(100_000, -1)  # (rows, V), log 0 = -inf
+    ids = sampling.sample_categorical(logp, torch.Generator().manual_seed(0))
+    counts = torch.bincount(ids, minlength=5)
+    assert ids.shape == (100_000,) and counts[4] == 0
+    assert _chi_square(counts, probs) < CHI2_CRIT_DF3_P001
+    again = sampling.sample_categorical(logp, torch.Generator().manual_seed(0))
+    other = sampling.sample_categorical(logp, torch.Generator().manual_seed(1))
+    assert torch.equal(ids, again) and not torch.equal(ids, other)
+
+
+def test_loop_draws_each_position_from_its_own_softmax():
+    """One step reveals all P positions at once (no selection by confidence), so every final
+    token is a plain draw: even positions from softmax(l_even), odd ones from softmax(l_odd)."""
+    P, n = 16, 4000
+    p_even, p_odd = [0.7, 0.2, 0.1, 0.0], [0.0, 0.1, 0.3, 0.6]
+    table = torch.tensor([p_even, p_odd] * (P // 2)).log()  # (P, V)
+
+    def logits(ctx: StepContext) -> Tensor:
+        return table.expand(ctx.tokens.shape[0], -1, -1)
+
+    settings = SamplingSettings(steps=1, cfg_weight=0.0)
+    res = sample(
+        FakeModel(P), Scripted(logits), torch.zeros(n, dtype=torch.long), torch.Generator(), settings
+    )
+    even, odd = res.tokens[:, 0::2].reshape(-1), res.tokens[:, 1::2].reshape(-1)
+    assert _chi_square(torch.bincount(even, minlength=4), p_even) < CHI2_CRIT_DF3_P001
+    assert _chi_square(torch.bincount(odd, minlength=4), p_odd) < CHI2_CRIT_DF3_P001
+    assert not (even == 3).any() and not (odd == 0).any()
+
+
+def test_later_steps_sample_the_still_masked_positions_at_their_own_logits():
+    """Position j allows only code (3 j) mod V: whatever subset of positions is still masked at
+    a step, each revealed token must come from its own position's logits."""
+    P, n, V = 16, 5, 16
+    allowed = (3 * torch.arange(P)) % V
+    table = torch.full((P, V), -1e4)  # finite: CFG combines both streams' logits
+    table[torch.arange(P), allowed] = 0.0
+
+    def logits(ctx: StepContext) -> Tensor:
+        return table.expand(ctx.tokens.shape[0], -1, -1)
+
+    settings = SamplingSettings(steps=5, cfg_weight=2.0)
+    res = sample(FakeModel(P), Scripted(logits), torch.arange(n), torch.Generator().manual_seed(3), settings)
+    assert torch.equal(res.tokens, allowed.expand(n, -1))

@@ -160,7 +160,9 @@ def register_commands(subparsers):
     from accelerators.shortcut import collect, train
 
     parser = subparsers.add_parser("shortcut", help="MIGM-Shortcut: collect trajectories, train the shortcut")
-    commands = parser.add_subparsers(dest="shortcut_command", metavar="{collect,train,cost}", required=True)
+    commands = parser.add_subparsers(
+        dest="shortcut_command", metavar="{collect,train,cost,overhead}", required=True
+    )
     collect_parser = commands.add_parser("collect", help="record the base model's feature trajectories",
                                          description=collect.__doc__.splitlines()[0])  # fmt: skip
     collect.add_arguments(collect_parser).set_defaults(func=collect.run)
@@ -172,3 +174,8 @@ def register_commands(subparsers):
     cost_parser = commands.add_parser("cost", help="per-call FLOPs and latency of the shortcut vs a base forward",
                                       description=cost.__doc__.splitlines()[0])  # fmt: skip
     cost.add_arguments(cost_parser).set_defaults(func=cost.run)
+    from accelerators.shortcut import overhead
+
+    overhead_parser = commands.add_parser("overhead", help="the loop's own cost and the shortcut's share of S*",
+                                          description=overhead.__doc__.splitlines()[0])  # fmt: skip
+    overhead.add_arguments(overhead_parser).set_defaults(func=overhead.run)

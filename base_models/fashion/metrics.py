@@ -24,6 +24,7 @@ import functools
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -42,10 +43,13 @@ from bench.specs import MetricContext, MetricSpec, MetricUnavailable
 DATASET = "fashion-mnist"
 IMAGE_SHAPE = (1, 32, 32)
 
-FID_INFO = MetricInfo("fid", "", False, "data")
-KID_INFO = MetricInfo("kid", "", False, "data")
-CLASS_ACCURACY_INFO = MetricInfo("class_accuracy", "fraction", True, "condition")
-INCEPTION_SCORE_INFO = MetricInfo("inception_score", "", True, "data")
+# labels name the feature network: these are not Inception FID / KID / IS
+FID_INFO = MetricInfo("fid", "", False, "data", label="FID (Fashion classifier)")
+KID_INFO = MetricInfo("kid", "", False, "data", label="KID (Fashion classifier)")
+CLASS_ACCURACY_INFO = MetricInfo(
+    "class_accuracy", "fraction", True, "condition", label="class accuracy (Fashion classifier)"
+)
+INCEPTION_SCORE_INFO = MetricInfo("inception_score", "", True, "data", label="IS (Fashion classifier)")
 
 
 def require_fashion(model: BaseModel, metric: str) -> None:
@@ -139,13 +143,17 @@ class ClassAccuracy(_ClassifierMetric):
     info = CLASS_ACCURACY_INFO
 
     def compute(self, generated: GeneratedBatch, ctx: MetricContext) -> float:
+        return float(self.per_image(generated, ctx).mean())
+
+    def per_image(self, generated: GeneratedBatch, ctx: MetricContext) -> Tensor:
+        """(n,) 1.0 where the classifier's argmax is the requested class, else 0.0."""
         logits = self.logits(generated)
         cond = generated.cond.detach().cpu().long().reshape(-1)
         if cond.shape != (len(logits),):
             raise ValueError(
                 f"class_accuracy: need one class label per image, got cond of shape {tuple(generated.cond.shape)}"
             )
-        return float((logits.argmax(1) == cond).double().mean())
+        return (logits.argmax(1) == cond).double()
 
 
 class InceptionScore(_ClassifierMetric):
@@ -155,6 +163,11 @@ class InceptionScore(_ClassifierMetric):
 
     def compute(self, generated: GeneratedBatch, ctx: MetricContext) -> float:
         return inception_score(self.logits(generated))
+
+    def resampled(self, generated: GeneratedBatch, ctx: MetricContext, indices: np.ndarray) -> list[float]:
+        """IS of each image resample, indices (R, n) (``bench.metrics.metric_interval``)."""
+        logits = self.logits(generated)  # (n, 10)
+        return [inception_score(logits[torch.from_numpy(idx)]) for idx in indices]
 
 
 def _class_accuracy(model: BaseModel) -> ClassAccuracy:

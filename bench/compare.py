@@ -1,0 +1,156 @@
+"""Speed-ups side by side: a run against the committed reference, and the noise check.
+
+* ``reference_comparison(run_dir, reference_dir)``: after ``migm-bench run``, each
+  configuration's speed-up beside the committed reference run's (``results/reference-cpu``,
+  measured on the machine its ``MACHINE.md`` describes).
+* ``migm-bench noise-check``: the default sweep twice, once on the machine as it is and once
+  with a CPU hog of its own (a subprocess spinning on one core) running beside it; prints
+  each configuration's two speed-ups and their relative difference. Interleaved, paired
+  timing (``bench.interleave``) should keep them within 10 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+AGREEMENT = 0.10  # the noise check passes when every speed-up moves less than this under load
+REFERENCE_RUN = Path(__file__).resolve().parent.parent / "results" / "reference-cpu"
+
+
+def _summary(run_dir: Path) -> pd.DataFrame:
+    df = pd.read_csv(run_dir / "summary.csv", keep_default_na=False, na_values=[""])
+    df["config_tag"] = df["config_tag"].astype(str)
+    return df[df["status"] == "ok"].set_index(["accelerator", "config_tag"])
+
+
+def _speedup(row: pd.Series) -> str:
+    text = f"{row['speedup']:.2f}x"
+    low, high = row.get("speedup_ci_low", math.nan), row.get("speedup_ci_high", math.nan)
+    if pd.notna(low) and pd.notna(high):
+        text += f" [{low:.2f}, {high:.2f}]"
+    return text
+
+
+def side_by_side(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Configurations in both summaries: speed-up a, speed-up b, relative difference b / a - 1."""
+    keys = [k for k in a.index if k in b.index]
+    return pd.DataFrame(
+        {
+            "accelerator": [k[0] for k in keys],
+            "config_tag": [k[1] for k in keys],
+            "a": [_speedup(a.loc[k]) for k in keys],
+            "b": [_speedup(b.loc[k]) for k in keys],
+            "difference": [float(b.loc[k, "speedup"] / a.loc[k, "speedup"] - 1) for k in keys],
+        }
+    )
+
+
+def _table(rows: pd.DataFrame, a: str, b: str) -> list[str]:
+    lines = [f"| accelerator | config | {a} | {b} | difference |", "|---|---|---|---|---|"]
+    for _, r in rows.iterrows():
+        lines.append(
+            f"| {r['accelerator']} | {r['config_tag']} | {r['a']} | {r['b']} | {100 * r['difference']:+.1f} % |"
+        )
+    return lines
+
+
+def reference_comparison(run_dir: Path, reference_dir: Path = REFERENCE_RUN) -> list[str]:
+    """Lines comparing the run's speed-ups with the committed reference's (empty when there is
+    no reference, it is the run itself, or it ran another model or reference N)."""
+    run_dir, reference_dir = Path(run_dir), Path(reference_dir)
+    if not (reference_dir / "summary.csv").is_file() or run_dir.resolve() == reference_dir.resolve():
+        return []
+    import json
+
+    def compat(d: Path) -> tuple:
+        info = json.loads((d / "run.json").read_text()) if (d / "run.json").is_file() else {}
+        c = info.get("compat", {})
+        return c.get("model"), c.get("steps")
+
+    if compat(run_dir) != compat(reference_dir):
+        return []
+    rows = side_by_side(_summary(reference_dir), _summary(run_dir))
+    if rows.empty:
+        return []
+    shown = Path(os.path.relpath(reference_dir))  # as the user would type it
+    where = (
+        f" (measured on the machine {shown / 'MACHINE.md'} describes)"
+        if (reference_dir / "MACHINE.md").is_file()
+        else ""
+    )
+    return [
+        f"speed-ups beside the committed reference {shown}{where}:",
+        *_table(rows, "reference", "this run"),
+    ]
+
+
+# --------------------------------------------------------------------- noise check
+@contextmanager
+def cpu_hog() -> Iterator[subprocess.Popen]:
+    """A subprocess spinning on one core for as long as the block runs."""
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield hog
+    finally:
+        hog.terminate()
+        hog.wait(timeout=30)
+
+
+def noise_check(args: argparse.Namespace, manager) -> int:
+    """Run the sweep quiet, then beside a CPU hog; print both speed-ups per configuration."""
+    from bench.runner import Sweep, default_sweep_specs, run_sweep
+
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) / f"noise-check-{stamp}"
+    metrics = [] if args.metrics is None else [m.strip() for m in args.metrics.split(",") if m.strip()]
+    specs = args.accel or default_sweep_specs(manager)
+    runs = {}
+    for name in ("quiet", "hog"):
+        sweep = Sweep(
+            model=args.model or "fashion", accelerators=list(specs), images=args.images, batch_size=args.batch_size,
+            replicates=args.rounds, metrics=metrics, name=name, out=str(out), device=args.device,
+        )  # fmt: skip
+        print(f"noise check: {name} run -> {out / name}", flush=True)
+        command = ["migm-bench", "noise-check", name]
+        if name == "hog":
+            with cpu_hog():
+                runs[name] = run_sweep(sweep, manager=manager, command=command, progress=not args.no_progress)
+        else:
+            runs[name] = run_sweep(sweep, manager=manager, command=command, progress=not args.no_progress)
+    rows = side_by_side(_summary(runs["quiet"]), _summary(runs["hog"]))
+    for line in _table(rows, "quiet", "with a CPU hog"):
+        print(line)
+    worst = rows["difference"].abs().max() if len(rows) else math.nan
+    within = int((rows["difference"].abs() <= AGREEMENT).sum())
+    verdict = "PASS" if within == len(rows) and len(rows) else "FAIL"
+    print(f"{verdict}: {within} of {len(rows)} speed-ups agree within {100 * AGREEMENT:.0f} % "
+          f"(largest difference {100 * worst:.1f} %); results in {out}")  # fmt: skip
+    return 0 if verdict == "PASS" else 1
+
+
+def add_noise_check_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="base model spec (default fashion)")
+    parser.add_argument(
+        "--accel", action="append", metavar="SPEC", help="configurations (default: the default sweep)"
+    )
+    parser.add_argument("--images", type=int, default=200, help="images per configuration (default 200)")
+    parser.add_argument("--batch-size", type=int, default=50, help="images per timed batch (default 50)")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved timed rounds per run (default 6)")
+    parser.add_argument(
+        "--metrics", default="", help="quality metrics (default none: only timing matters here)"
+    )
+    parser.add_argument(
+        "--out", default="results", help="results root (default results; runs are git-ignored)"
+    )
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-progress", action="store_true")

@@ -1,0 +1,149 @@
+"""Uncertainty of the numbers a benchmark compares: bootstrap intervals and stability checks.
+
+* Speed-ups come from *paired* rounds (``bench.interleave``): in round j every configuration
+  timed one batch, so r_j = vanilla's time / the configuration's time shares that round's
+  machine load. The speed-up is the median of the r_j; its 95 % interval is the percentile
+  bootstrap over rounds (Efron & Tibshirani 1993, ch. 13).
+* Quality metrics that are means over images (PSNR / SSIM / token agreement vs vanilla,
+  class accuracy) get the percentile bootstrap of the mean over images; set-level metrics
+  (FID, KID, Inception score) get value +- 1.96 x the bootstrap standard deviation over
+  image resamples (drawing with replacement biases FID upward, so its percentiles would be
+  shifted; its spread is what tells how much the value moves with the image sample).
+* Stability, after pyperf (``pyperf/_cli.py``, "the standard deviation is greater than 10 %
+  of the mean"): the coefficient of variation of a configuration's timed batches, and the
+  share of its FLOP saving the wall clock realises, which a quiet machine keeps below ~105 %.
+
+Every resampling draws from a ``numpy.random.Generator`` seeded by the caller: the same
+result files give the same intervals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+LEVEL = 0.95  # two-sided interval level
+RESAMPLES = 2000  # bootstrap resamples for cheap statistics (medians, means)
+SET_RESAMPLES = 100  # resamples for set-level metrics (each one recomputes FID/KID/IS)
+Z_95 = 1.959964  # standard normal quantile at 0.975
+CV_LIMIT = 0.10  # timed batches vary more than this (std / mean): unstable (pyperf's threshold)
+SAVING_LIMITS = (0.5, 1.15)  # realised share of the FLOP saving outside this: unstable
+MIN_FLOP_SPEEDUP = 1.2  # the share is too noisy to judge below this FLOP speed-up
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point value and its interval [low, high] (NaN when unknown)."""
+
+    value: float
+    low: float = math.nan
+    high: float = math.nan
+
+
+def resample_indices(n: int, resamples: int, seed: int = 0) -> np.ndarray:
+    """(resamples, n) indices drawn with replacement from range(n)."""
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+
+def _percentiles(stats: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(stats, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def bootstrap(
+    values: Sequence[float],
+    statistic: Callable[[np.ndarray], np.ndarray],
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> Estimate:
+    """Percentile bootstrap of ``statistic`` (applied along axis 1 of a (R, n) array) over
+    the n values; the point value is the statistic of the values themselves."""
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        return Estimate(math.nan)
+    point = float(statistic(x[None, :])[0])
+    if x.size == 1:
+        return Estimate(point, point, point)
+    low, high = _percentiles(statistic(x[resample_indices(x.size, resamples, seed)]))
+    return Estimate(point, low, high)
+
+
+def _median(a: np.ndarray) -> np.ndarray:
+    return np.median(a, axis=1)
+
+
+def _mean(a: np.ndarray) -> np.ndarray:
+    return a.mean(axis=1)
+
+
+def paired_speedup(reference: Sequence[float], times: Sequence[float], seed: int = 0) -> Estimate:
+    """Median over rounds of reference_j / times_j, with its bootstrap interval over rounds."""
+    ref, own = np.asarray(reference, dtype=float), np.asarray(times, dtype=float)
+    if ref.shape != own.shape:
+        raise ValueError(f"paired times differ in length: {ref.shape} vs {own.shape}")
+    ok = np.isfinite(ref) & np.isfinite(own) & (own > 0)
+    return bootstrap(ref[ok] / own[ok], _median, seed=seed)
+
+
+def median_interval(values: Sequence[float], seed: int = 0) -> Estimate:
+    """Median with its bootstrap interval (e.g. latency per image over rounds)."""
+    return bootstrap(values, _median, seed=seed)
+
+
+def mean_interval(values: Sequence[float], seed: int = 0) -> Estimate:
+    """Mean with its bootstrap interval (per-image quality values)."""
+    return bootstrap(values, _mean, seed=seed)
+
+
+def spread_interval(value: float, resampled: Sequence[float]) -> Estimate:
+    """value +- 1.96 x the standard deviation of the resampled values (set-level metrics)."""
+    r = np.asarray(resampled, dtype=float)
+    r = r[np.isfinite(r)]
+    if r.size < 2:
+        return Estimate(value)
+    half = Z_95 * float(r.std(ddof=1))
+    return Estimate(value, value - half, value + half)
+
+
+def cv(values: Sequence[float]) -> float:
+    """Coefficient of variation std / mean (sample std); NaN for fewer than 2 values."""
+    x = np.asarray(values, dtype=float)
+    if x.size < 2 or x.mean() == 0:
+        return math.nan
+    return float(x.std(ddof=1) / x.mean())
+
+
+def saving_realised(speedup: float, flop_speedup: float) -> float:
+    """Share of the FLOP saving the wall clock realises: (1 - 1/speedup) / (1 - 1/flop_speedup).
+
+    1 means latency fell exactly as FLOPs did; NaN when the configuration saves no FLOPs."""
+    if not (flop_speedup > 1 and speedup > 0):
+        return math.nan
+    return (1 - 1 / speedup) / (1 - 1 / flop_speedup)
+
+
+def timing_problems(batch_cv: float, speedup: float, flop_speedup: float) -> list[str]:
+    """Why a configuration's timing is not to be trusted (empty: it looks stable)."""
+    problems = []
+    if batch_cv > CV_LIMIT:
+        problems.append(f"timed batches vary by {100 * batch_cv:.0f} % (CV; limit {100 * CV_LIMIT:.0f} %)")
+    share = saving_realised(speedup, flop_speedup)
+    low, high = SAVING_LIMITS
+    if flop_speedup >= MIN_FLOP_SPEEDUP and not low <= share <= high:
+        problems.append(
+            f"wall clock realises {100 * share:.0f} % of the FLOP saving "
+            f"(expected {100 * low:.0f}-{100 * high:.0f} %)"
+        )
+    return problems
+
+
+def intervals_separate(a: Estimate, b: Estimate) -> bool:
+    """True when a is surely above b: a's interval lies wholly above b's (a point with no
+    interval counts as the interval [value, value])."""
+    a_low = a.low if math.isfinite(a.low) else a.value
+    b_high = b.high if math.isfinite(b.high) else b.value
+    return a_low > b_high
