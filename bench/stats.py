@@ -27,7 +27,7 @@ import numpy as np
 
 LEVEL = 0.95  # two-sided interval level
 RESAMPLES = 2000  # bootstrap resamples for cheap statistics (medians, means)
-SET_RESAMPLES = 100  # resamples for set-level metrics (each one recomputes FID/KID/IS)
+SET_RESAMPLES = 50  # set-level resamples (each recomputes FID/KID/IS); 50 keep the run in budget
 Z_95 = 1.959964  # standard normal quantile at 0.975
 CV_LIMIT = 0.10  # timed batches vary more than this (std / mean): unstable (pyperf's threshold)
 SAVING_LIMITS = (0.5, 1.15)  # realised share of the FLOP saving outside this: unstable
