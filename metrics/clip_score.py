@@ -37,12 +37,13 @@ import torch
 from torch import Tensor, nn
 
 from bench.config import suggest
-from bench.protocol import BaseModel, GeneratedBatch, MetricInfo
-from bench.specs import MetricContext, MetricUnavailable, MetricValue
+from bench.protocol import BaseModel, MetricInfo
+from bench.specs import MetricUnavailable
 from metrics.common import (
     CLIP_MEAN,
     CLIP_STD,
-    batch_prompts,
+    PromptScoreMetric,
+    batch_size_from_env,
     check_state_dict,
     env_path,
     require_file,
@@ -84,13 +85,7 @@ class ClipScoreConfig:
         weights = env_path(CLIP_WEIGHTS_ENV)
         if weights is None:
             raise MetricUnavailable(clip_score_unavailable() or f"${CLIP_WEIGHTS_ENV} is not set")
-        raw_batch = os.environ.get(CLIP_BATCH_ENV, "").strip() or "64"
-        try:
-            batch = int(raw_batch)
-        except ValueError:
-            raise ValueError(f"${CLIP_BATCH_ENV} must be an integer, got {raw_batch!r}") from None
-        if batch < 1:
-            raise ValueError(f"${CLIP_BATCH_ENV} must be >= 1, got {batch}")
+        batch = batch_size_from_env(CLIP_BATCH_ENV, 64)
         model = os.environ.get(CLIP_MODEL_ENV, "").strip() or DEFAULT_CLIP_MODEL
         return cls(weights=str(weights), model=model, batch_size=batch)
 
@@ -220,32 +215,14 @@ def load_open_clip(model: str, weights: str | os.PathLike) -> OpenClipScorer:
 
 
 # ------------------------------------------------------------------------ the metric
-class ClipScore:
+class ClipScore(PromptScoreMetric):
     """Metric ``clip_score``: mean CLIPScore over images (per-image values kept), batched."""
 
     info = CLIP_SCORE_INFO
+    nonfinite_message = "clip_score: non-finite scores (NaN/inf in the images or the CLIP weights)"
 
     def __init__(self, scorer: OpenClipScorer, batch_size: int = 64) -> None:
-        if batch_size < 1:
-            raise ValueError(f"clip_score batch size must be >= 1, got {batch_size}")
-        self.scorer = scorer
-        self.batch_size = batch_size
-
-    def scores(self, images: Tensor, prompts: list[str], device: torch.device | str = "cpu") -> Tensor:
-        """(n,) CLIPScores (float64, CPU), ``batch_size`` images at a time on ``device``."""
-        self.scorer.to(device)
-        out = [
-            self.scorer(images[i : i + self.batch_size], prompts[i : i + self.batch_size]).double().cpu()
-            for i in range(0, len(images), self.batch_size)
-        ]
-        return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
-
-    def compute(self, generated: GeneratedBatch, ctx: MetricContext) -> MetricValue:
-        prompts = batch_prompts(generated, self.info.name)
-        per_image = self.scores(generated.images, prompts, ctx.device)
-        if not torch.isfinite(per_image).all():
-            raise ValueError("clip_score: non-finite scores (NaN/inf in the images or the CLIP weights)")
-        return MetricValue(float(per_image.mean()), per_image)
+        super().__init__(scorer, batch_size)
 
 
 def clip_score_metric(model: BaseModel | None = None) -> ClipScore:

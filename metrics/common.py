@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from bench.protocol import BaseModel, GeneratedBatch
-from bench.specs import MetricUnavailable
+from bench.protocol import BaseModel, GeneratedBatch, MetricInfo
+from bench.specs import MetricContext, MetricUnavailable, MetricValue
 
 # CLIP's normalisation (openai/CLIP clip.py `_transform`; open_clip constants.py OPENAI_DATASET_MEAN/STD);
 # ImageReward's `_transform` uses the same numbers.
@@ -103,3 +103,50 @@ def check_state_dict(
                 f"{what} {path} do not fit the model: {key} has shape {tuple(found[key].shape)} in the file, "
                 f"{tuple(tensor.shape)} in the model"
             )
+
+
+def batch_size_from_env(var: str, default: int) -> int:
+    """Images per forward from ``$var`` (unset or blank = ``default``); ValueError (one line)
+    when it is not an integer >= 1."""
+    raw = os.environ.get(var, "").strip() or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"${var} must be an integer, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"${var} must be >= 1, got {value}")
+    return value
+
+
+class PromptScoreMetric:
+    """A metric that scores every (image, prompt) pair with ``scorer`` and reports the mean,
+    keeping the per-image values. Subclasses set ``info`` and ``nonfinite_message``.
+
+    ``scorer(images, prompts)``: (b, C, H, W) in [0, 1] and b prompts -> (b,) scores; it has
+    ``to(device)`` (an ``nn.Module`` or anything with that method).
+    """
+
+    info: MetricInfo
+    nonfinite_message: str
+
+    def __init__(self, scorer, batch_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"{self.info.name} batch size must be >= 1, got {batch_size}")
+        self.scorer = scorer
+        self.batch_size = batch_size
+
+    def scores(self, images: Tensor, prompts: list[str], device: torch.device | str = "cpu") -> Tensor:
+        """(n,) scores (float64, CPU), ``batch_size`` images at a time on ``device``."""
+        self.scorer.to(device)
+        out = [
+            self.scorer(images[i : i + self.batch_size], prompts[i : i + self.batch_size]).double().cpu()
+            for i in range(0, len(images), self.batch_size)
+        ]
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+    def compute(self, generated: GeneratedBatch, ctx: MetricContext) -> MetricValue:
+        prompts = batch_prompts(generated, self.info.name)
+        per_image = self.scores(generated.images, prompts, ctx.device)
+        if not torch.isfinite(per_image).all():
+            raise ValueError(self.nonfinite_message)
+        return MetricValue(float(per_image.mean()), per_image)

@@ -41,10 +41,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from bench.protocol import BaseModel, GeneratedBatch, MetricInfo
-from bench.specs import MetricContext, MetricUnavailable, MetricValue
+from bench.protocol import BaseModel, MetricInfo
+from bench.specs import MetricUnavailable
 from metrics.common import (
-    batch_prompts,
+    PromptScoreMetric,
+    batch_size_from_env,
     check_state_dict,
     env_path,
     first_keys,
@@ -271,6 +272,10 @@ class ImageRewardScorer:
         self.net = net
         self.tokenizer = tokenizer
 
+    def to(self, device: torch.device | str) -> ImageRewardScorer:
+        self.net.to(device)
+        return self
+
     @torch.no_grad()
     def __call__(self, images: Tensor, prompts: list[str]) -> Tensor:
         if len(prompts) != len(images):
@@ -308,43 +313,14 @@ def load_image_reward(
 
 
 # ------------------------------------------------------------------------ the metric
-class ImageRewardMetric:
+class ImageRewardMetric(PromptScoreMetric):
     """Metric ``image_reward``: mean ImageReward over images (per-image values kept), batched."""
 
     info = IMAGE_REWARD_INFO
+    nonfinite_message = "image_reward: non-finite rewards (NaN/inf in the images or the weights)"
 
     def __init__(self, scorer: ImageRewardScorer, batch_size: int = 32) -> None:
-        if batch_size < 1:
-            raise ValueError(f"image_reward batch size must be >= 1, got {batch_size}")
-        self.scorer = scorer
-        self.batch_size = batch_size
-
-    def scores(self, images: Tensor, prompts: list[str], device: torch.device | str = "cpu") -> Tensor:
-        """(n,) rewards (float64, CPU), ``batch_size`` images at a time on ``device``."""
-        self.scorer.net.to(device)
-        out = [
-            self.scorer(images[i : i + self.batch_size], prompts[i : i + self.batch_size]).double().cpu()
-            for i in range(0, len(images), self.batch_size)
-        ]
-        return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
-
-    def compute(self, generated: GeneratedBatch, ctx: MetricContext) -> MetricValue:
-        prompts = batch_prompts(generated, self.info.name)
-        per_image = self.scores(generated.images, prompts, ctx.device)
-        if not torch.isfinite(per_image).all():
-            raise ValueError("image_reward: non-finite rewards (NaN/inf in the images or the weights)")
-        return MetricValue(float(per_image.mean()), per_image)
-
-
-def _batch_size_from_env() -> int:
-    raw = os.environ.get(BATCH_ENV, "").strip() or "32"
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"${BATCH_ENV} must be an integer, got {raw!r}") from None
-    if value < 1:
-        raise ValueError(f"${BATCH_ENV} must be >= 1, got {value}")
-    return value
+        super().__init__(scorer, batch_size)
 
 
 def image_reward_metric(model: BaseModel | None = None) -> ImageRewardMetric:
@@ -358,4 +334,4 @@ def image_reward_metric(model: BaseModel | None = None) -> ImageRewardMetric:
     files = ImageRewardFiles.from_env()
     assert files is not None  # checked by image_reward_unavailable
     return ImageRewardMetric(load_image_reward(files.weights, files.med_config, files.tokenizer),
-                             _batch_size_from_env())  # fmt: skip
+                             batch_size_from_env(BATCH_ENV, 32))  # fmt: skip
