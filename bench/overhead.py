@@ -21,34 +21,24 @@ import torch
 from bench import stats
 from bench.interleave import run_rounds
 from bench.plugins import PluginManager
-from bench.protocol import BaseModel, Counts, StepContext, StepOutput
+from bench.protocol import AcceleratorWrapper, BaseModel, StepContext, StepOutput
 from bench.sampling import sample
 from bench.timing import median, synchronize
 
 REFERENCE = "vanilla"
 
 
-class StepTimer:
+class StepTimer(AcceleratorWrapper):
     """Wraps an accelerator; ``step_ns`` sums the time spent in its ``step`` calls."""
 
     def __init__(self, inner: Any, device: torch.device) -> None:
-        self.inner, self.device = inner, device
+        super().__init__(inner)
+        self.device = device
         self.step_ns = 0
-
-    @property
-    def config(self) -> Any:
-        return self.inner.config
-
-    @property
-    def counts(self) -> Counts:
-        return self.inner.counts
-
-    def num_steps(self, default_steps: int) -> int:
-        return self.inner.num_steps(default_steps)
 
     def reset(self, model: BaseModel, batch_rows: int) -> None:
         self.step_ns = 0
-        self.inner.reset(model, batch_rows)
+        super().reset(model, batch_rows)
 
     def step(self, model: BaseModel, ctx: StepContext) -> StepOutput:
         synchronize(self.device)

@@ -244,6 +244,31 @@ class Accelerator(Protocol):
     def step(self, model: BaseModel, ctx: StepContext) -> StepOutput: ...
 
 
+class AcceleratorWrapper:
+    """An accelerator that forwards everything to ``inner``: the core's observers (timers,
+    feature and NaN taps) subclass it and override ``reset`` / ``step`` only."""
+
+    def __init__(self, inner: Accelerator) -> None:
+        self.inner = inner
+
+    @property
+    def config(self) -> Any:
+        return self.inner.config
+
+    @property
+    def counts(self) -> Counts:
+        return self.inner.counts
+
+    def num_steps(self, default_steps: int) -> int:
+        return self.inner.num_steps(default_steps)
+
+    def reset(self, model: BaseModel, batch_rows: int) -> None:
+        self.inner.reset(model, batch_rows)
+
+    def step(self, model: BaseModel, ctx: StepContext) -> StepOutput:
+        return self.inner.step(model, ctx)
+
+
 # ------------------------------------------------------------------------ metrics
 REFERENCES = ("data", "vanilla", "condition")
 

@@ -68,8 +68,8 @@ from bench.interleave import DEFAULT_ROUNDS, run_rounds
 from bench.metrics import metric_interval
 from bench.plugins import PluginManager, get_manager
 from bench.protocol import (
+    AcceleratorWrapper,
     BaseModel,
-    Counts,
     GeneratedBatch,
     SamplingSettings,
     StepContext,
@@ -207,29 +207,18 @@ def resolve_device(device: str) -> torch.device:
 
 
 # ------------------------------------------------------------------ feature tap
-class _FeatureTap:
+class _FeatureTap(AcceleratorWrapper):
     """Wraps an accelerator to keep the last step's features (no copy, no extra work)."""
 
     def __init__(self, inner: Any) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.last_features: torch.Tensor | None = None
         self.finite = FiniteTap()  # NaN/inf caught at the step where they first appear
-
-    @property
-    def config(self) -> Any:
-        return self.inner.config
-
-    @property
-    def counts(self) -> Counts:
-        return self.inner.counts
-
-    def num_steps(self, default_steps: int) -> int:
-        return self.inner.num_steps(default_steps)
 
     def reset(self, model: BaseModel, batch_rows: int) -> None:
         self.last_features = None
         self.finite.reset()
-        self.inner.reset(model, batch_rows)
+        super().reset(model, batch_rows)
 
     def step(self, model: BaseModel, ctx: StepContext) -> StepOutput:
         out = self.inner.step(model, ctx)
@@ -454,7 +443,9 @@ class Runner:
         except (KeyboardInterrupt, MemoryError):
             raise
         except BaseException as err:  # noqa: BLE001 (missing / corrupt / wrong-kind weights, ...)
-            raise SweepError(f"cannot load base model {self.sweep.model!r}: {_error_line(err, where=False)}") from None
+            raise SweepError(
+                f"cannot load base model {self.sweep.model!r}: {_error_line(err, where=False)}"
+            ) from None
         base = self.model.default_sampling
         self.settings = dataclasses.replace(base, steps=self.sweep.steps or base.steps)
         for conf in self.configurations:
