@@ -79,32 +79,13 @@ class Measurer:
         self._reference_flops: float | None = None
 
     def measure(self, run: ConfigRun) -> Measured:
+        """The steps, in order: timing rows, cost rows, quality metrics, the summary row."""
         rows = _Rows(self.store.dir.name, self.base_model, run.key, run.steps, self.setup.seed)
         self._add_timing_rows(rows, run)
-        flops = run.flops_per_image()
-        rows.add("flops_per_image", flops, "FLOP")
-        rows.add("peak_mem_mb", run.peak_mb, "MiB")
+        flops = self._add_cost_rows(rows, run)
         generated = run.generated()
         quality, missing, intervals = self._quality(rows, run, generated)
-        summary = self.summary_base(run)
-        mean_counts = {k: sum(c[k] for c in run.counts) / len(run.counts) for k in run.counts[0]}
-        timing = self._timing_summary(run, flops)
-        for col in ("speedup", "flop_speedup"):
-            if run.key != self.reference_key and math.isnan(timing[col]):
-                missing[col] = no_reference(self.reference_key[0])
-        summary.update(
-            **timing,
-            flops_per_image=flops,
-            peak_mem_mb=run.peak_mb,
-            decode_s_per_image=median(run.decode_times),
-            status="partial" if missing else "ok",
-            error="",
-            metric_errors=json.dumps(missing) if missing else "",
-            **mean_counts,
-            **{name: float(value) for name, (value, _) in quality.items()},
-            **intervals,
-            **self.environment,
-        )
+        summary = self._summary(run, flops, quality, missing, intervals)
         return Measured(rows.rows, summary, generated)
 
     def failed_summary(self, run: ConfigRun) -> dict[str, Any]:
@@ -137,6 +118,13 @@ class Measurer:
         for j, value in enumerate(run.decode_times):
             rows.add("decode_s_per_image", value, "s", j, seed + j)
 
+    def _add_cost_rows(self, rows: _Rows, run: ConfigRun) -> float:
+        """FLOPs per image (counted once, on a small batch) and peak memory; returns the FLOPs."""
+        flops = run.flops_per_image()
+        rows.add("flops_per_image", flops, "FLOP")
+        rows.add("peak_mem_mb", run.peak_mb, "MiB")
+        return flops
+
     def _quality(
         self, rows: _Rows, run: ConfigRun, generated: GeneratedBatch
     ) -> tuple[dict[str, tuple[float, Any]], dict[str, str], dict[str, Any]]:
@@ -153,6 +141,36 @@ class Measurer:
                 rows.add(f"{name}_per_image", v, info.unit, i, seed + i // self.batch_size, info.higher_is_better,
                          info.reference)  # fmt: skip
         return values, missing, intervals
+
+    def _summary(
+        self,
+        run: ConfigRun,
+        flops: float,
+        quality: dict[str, tuple[float, Any]],
+        missing: dict[str, str],
+        intervals: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The summary row: timing, costs, mean counts, metric values and intervals, status."""
+        summary = self.summary_base(run)
+        mean_counts = {k: sum(c[k] for c in run.counts) / len(run.counts) for k in run.counts[0]}
+        timing = self._timing_summary(run, flops)
+        for col in ("speedup", "flop_speedup"):
+            if run.key != self.reference_key and math.isnan(timing[col]):
+                missing[col] = no_reference(self.reference_key[0])
+        summary.update(
+            **timing,
+            flops_per_image=flops,
+            peak_mem_mb=run.peak_mb,
+            decode_s_per_image=median(run.decode_times),
+            status="partial" if missing else "ok",
+            error="",
+            metric_errors=json.dumps(missing) if missing else "",
+            **mean_counts,
+            **{name: float(value) for name, (value, _) in quality.items()},
+            **intervals,
+            **self.environment,
+        )
+        return summary
 
     def _timing_summary(self, run: ConfigRun, flops: float) -> dict[str, Any]:
         """Latency, paired speed-up with intervals, and the stability flag of one configuration."""
