@@ -29,7 +29,7 @@ from bench.guards import GuardError, load_sweep_yaml
 from bench.integrity import IntegrityError
 from bench.plugins import PluginError, PluginManager, get_manager
 from bench.results import RunCorrupt, RunStore
-from bench.runner import Sweep, SweepError, default_sweep_specs, failed_this_run, run_sweep
+from bench.runner import DEFAULT_REFERENCE, Sweep, SweepError, default_sweep_specs, failed_this_run, run_sweep
 
 # The base model ``migm-bench run`` uses without --model (provided by the lead's plugin);
 # the MIGM_BENCH_MODEL environment variable overrides it.
@@ -40,7 +40,8 @@ DEFAULT_MODEL = "fashion"
 DEFAULT_RUN = {"name": "default", "images": 500, "batch_size": 50}
 # Flags that change what the default benchmark measures: given any of them without --name,
 # the run gets a name derived from its settings, so results/default keeps one sweep.
-_SETTING_FLAGS = ("steps", "images", "batch_size", "seed", "replicates", "warmup", "metrics", "limit")
+_SETTING_FLAGS = ("steps", "images", "batch_size", "seed", "replicates", "warmup", "metrics", "limit",
+                  "reference")  # fmt: skip
 
 
 def default_model() -> str:
@@ -107,6 +108,7 @@ _YAML_KEYS = (
     "device",
     "keep_features",
     "retry_failed",
+    "reference",
 )
 
 
@@ -169,6 +171,7 @@ def sweep_from_args(args: argparse.Namespace, manager: PluginManager) -> Sweep:
         "out": args.out,
         "limit": args.limit,
         "device": args.device,
+        "reference": args.reference,
         "metrics": None
         if args.metrics is None
         else [m.strip() for m in args.metrics.split(",") if m.strip()],
@@ -188,7 +191,7 @@ def sweep_from_args(args: argparse.Namespace, manager: PluginManager) -> Sweep:
             if key != "name" or not changed:
                 opts.setdefault(key, value)
     if opts.pop("default_sweep", False) or args.default_sweep or not accels:
-        accels = default_sweep_specs(manager) + accels
+        accels = default_sweep_specs(manager, opts.get("reference", DEFAULT_REFERENCE)) + accels
     opts.setdefault("model", default_model())
     fields = {f.name: f for f in dataclasses.fields(Sweep)}
     for key in ("steps", "images", "batch_size", "seed", "replicates", "warmup", "limit"):
@@ -319,6 +322,8 @@ def build_parser(manager: PluginManager) -> argparse.ArgumentParser:
     p.add_argument(
         "--default-sweep", action="store_true", help="also run every registered accelerator's default sweep"
     )
+    p.add_argument("--reference", metavar="SPEC", help="accelerator spec that speed-ups and metrics vs vanilla "
+                   f"are measured against; it always runs, first (default {DEFAULT_REFERENCE})")  # fmt: skip
     p.add_argument("--steps", type=int, help="reference N (default: the model's default)")
     p.add_argument("--images", type=int, help="images per configuration (default 64)")
     p.add_argument(

@@ -9,14 +9,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
+
+if TYPE_CHECKING:
+    from bench.protocol import StepOutput
 
 MAX_SWEEP_FILE_BYTES = 1 << 20  # a sweep file is a few lines; anything near 1 MiB is not one
 RUN_FOLDER_MARKERS = ("run.json",)  # a folder holding these (readable) is a run folder
@@ -154,8 +160,9 @@ def load_sweep_yaml(path: str) -> Any:
 class FiniteTap:
     """Records, per step, whether an accelerator's logits and features are finite.
 
-    ``watch(step, out)`` costs one reduction per tensor and no host sync; ``check`` (after
-    the batch, outside the timed region) raises NonFiniteError naming the first bad step."""
+    ``watch(step, out)`` (the sampling loop's ``on_step``) costs one reduction per tensor and
+    no host sync; ``check`` (after the batch, outside the timed region) raises
+    NonFiniteError naming the first bad step. ``reset`` before every sampling call."""
 
     def __init__(self) -> None:
         self.flags: list[tuple[int, str, torch.Tensor]] = []
@@ -163,10 +170,10 @@ class FiniteTap:
     def reset(self) -> None:
         self.flags = []
 
-    def watch(self, step: int, logits: torch.Tensor, features: torch.Tensor | None) -> None:
-        self.flags.append((step, "logits", torch.isfinite(logits).all()))
-        if features is not None:
-            self.flags.append((step, "features", torch.isfinite(features).all()))
+    def watch(self, step: int, out: StepOutput) -> None:
+        self.flags.append((step, "logits", torch.isfinite(out.logits).all()))
+        if out.features is not None:
+            self.flags.append((step, "features", torch.isfinite(out.features).all()))
 
     def check(self, who: str) -> None:
         for step, what, ok in self.flags:
@@ -179,3 +186,23 @@ def check_finite_value(name: str, value: float) -> float:
     if not math.isfinite(value):
         raise NonFiniteError(f"metric {name} returned {value}")
     return value
+
+
+# ------------------------------------------------------------------------- errors
+@contextlib.contextmanager
+def no_exit() -> Iterator[None]:
+    """A plugin's sys.exit while sampling becomes an ordinary error of that configuration."""
+    try:
+        yield
+    except SystemExit as err:
+        raise PluginExit(f"a plugin called sys.exit({err.code!r})") from err
+
+
+def error_line(err: BaseException, where: bool = True) -> str:
+    """'ValueError: message (at file.py:12 in fn)': the exception and where it was raised."""
+    msg = " ".join(f"{type(err).__name__}: {err}".split())
+    frames = traceback.extract_tb(err.__traceback__)
+    if frames and where:
+        last = frames[-1]
+        msg += f" (at {Path(last.filename).name}:{last.lineno} in {last.name})"
+    return msg

@@ -20,12 +20,13 @@ All randomness comes from the ``torch.Generator`` passed in: same seed, same tok
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from bench.protocol import Accelerator, BaseModel, SamplingSettings, StepContext
+from bench.protocol import Accelerator, BaseModel, SamplingSettings, StepContext, StepOutput
 
 
 # ------------------------------------------------------------------- schedules
@@ -126,12 +127,15 @@ def halton_order(side: int) -> Tensor:
 class SampleResult:
     """tokens: (n, P) final tokens. reveal_step: (n, P) step at which each token was
     revealed. features: per step (2n or n, L, D) last-layer features the step produced
-    (only when ``record_features``), streams stacked as the model saw them."""
+    (only when ``record_features``), streams stacked as the model saw them.
+    final_features: (2n or n, L, D) the last step's features exactly as the accelerator
+    returned them (no copy; conditional stream first), None if it returns none."""
 
     tokens: Tensor
     reveal_step: Tensor
     steps: int
     features: list[Tensor] = field(default_factory=list)
+    final_features: Tensor | None = None
 
 
 def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator, device) -> Tensor:
@@ -184,11 +188,14 @@ def sample(
     generator: torch.Generator,
     settings: SamplingSettings | None = None,
     record_features: bool = False,
+    on_step: Callable[[int, StepOutput], None] | None = None,
 ) -> SampleResult:
     """Generate len(cond) images' tokens with ``accelerator`` producing every step's logits.
 
     cond: (n,) conditions. The accelerator sees the stacked batch [cond; null] when
-    cfg_weight != 0 (B = 2n rows), else B = n.
+    cfg_weight != 0 (B = 2n rows), else B = n. ``on_step(i, out)`` (optional) observes each
+    step's output as soon as the accelerator returns it, before the loop uses it (the
+    runner's NaN watch); it must not change ``out``.
     """
     settings = settings or model.default_sampling
     n = cond.shape[0]
@@ -231,6 +238,8 @@ def sample(
             reserved_positions=None if reserved is None else reserved.repeat(streams, 1),
         )
         out = accelerator.step(model, ctx)
+        if on_step is not None:
+            on_step(i, out)
         extra = _reserved_count(out.reserve_steps, reserved, schedule, i)
         # sample only where it matters: every row has the same m = P - revealed_so_far masked
         # positions, so they gather into a rectangle (CFG and softmax then skip revealed ones)
@@ -270,4 +279,6 @@ def sample(
         mask = mask.scatter(1, pos, False)
         reveal_step = reveal_step.scatter(1, pos, i)
         prev_pos, prev_ids, prev_feat = pos, ids, out.features
-    return SampleResult(tokens=tokens, reveal_step=reveal_step, steps=steps, features=recorded)
+    return SampleResult(
+        tokens=tokens, reveal_step=reveal_step, steps=steps, features=recorded, final_features=prev_feat
+    )

@@ -162,6 +162,17 @@ def test_default_run_name_and_changed_settings(default_manager, monkeypatch):
     assert _sweep(default_manager, ["--rounds", "4"]).replicates == 4
 
 
+def test_reference_option(default_manager, monkeypatch, capsys):
+    monkeypatch.setenv("MIGM_BENCH_MODEL", TINY_MODEL)
+    assert _sweep(default_manager, []).reference == "vanilla"
+    chosen = _sweep(default_manager, ["--reference", "few-step:steps=4"])
+    assert chosen.reference == "few-step:steps=4" and chosen.name is None  # not the default run's folder
+    assert chosen.accelerators[0] == "few-step:steps=4"  # the default sweep starts with its reference
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "--reference SPEC" in capsys.readouterr().out
+
+
 def test_noise_check_runs_quiet_and_loaded_and_compares(default_manager, tmp_path, monkeypatch, capsys):
     from contextlib import nullcontext
 

@@ -310,7 +310,7 @@ def test_item3_metric_preconditions_are_checked_before_sampling(faulty, tmp_path
     def no_sampling(*a, **k):
         raise AssertionError("sampled before checking the metrics")
 
-    monkeypatch.setattr("bench.runner.sample", no_sampling)
+    monkeypatch.setattr("bench.contestant.sample", no_sampling)
     with pytest.raises(SweepError, match=message):
         run(sweep(tmp_path, ["few-step:steps=3"], metrics=metrics, images=images), faulty)
     assert not any(tmp_path.iterdir())
@@ -729,7 +729,7 @@ def test_item8_invalid_configurations_are_refused_before_vanilla_runs(faulty, tm
     def no_sampling(*a, **k):
         raise AssertionError("vanilla ran before the configurations were checked")
 
-    monkeypatch.setattr("bench.runner.sample", no_sampling)
+    monkeypatch.setattr("bench.contestant.sample", no_sampling)
     with pytest.raises(SweepError, match="--accel"):
         run(sweep(tmp_path, ["few-step:steps=3", spec]), faulty)
     assert not any(tmp_path.iterdir())

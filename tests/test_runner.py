@@ -248,6 +248,42 @@ def test_default_sweep_specs(manager):
     assert {"few-step:steps=8", "few-step:steps=6", "few-step:steps=4"} <= set(specs)
 
 
+def test_a_non_default_reference_is_what_every_speed_up_and_metric_is_measured_against(manager, tmp_path):
+    """Sweep.reference = few-step:steps=3: it runs first, every configuration's time is paired
+    with its time in the same round, metrics vs vanilla compare with its outputs, and its
+    outputs are stored under its own name."""
+    sweep = tiny_sweep(tmp_path, ["vanilla", "few-step:steps=6"], reference="few-step:steps=3", name=None,
+                       metrics=["same_tokens"])  # fmt: skip
+    run_dir = run_sweep(sweep, manager=manager, progress=False)
+    assert run_dir.name == "maskgit-Ndefault-n4-b2-seed0-ref-few-step_steps=3"  # not the default run's folder
+    assert (run_dir / "few-step_outputs.pt").exists() and not (run_dir / "vanilla_outputs.pt").exists()
+    store = RunStore(run_dir)
+    summary = store.summary()
+    assert keys(summary) == [("few-step", "steps=3"), ("vanilla", "default"), ("few-step", "steps=6")]
+    s = summary.set_index(["accelerator", "config_tag"])
+    ref, van, six = s.loc[("few-step", "steps=3")], s.loc[("vanilla", "default")], s.loc[("few-step", "steps=6")]
+    assert ref.speedup == 1.0 and ref.flop_speedup == 1.0 and ref.same_tokens == 1.0
+    assert van.flop_speedup == pytest.approx(0.5) == six.flop_speedup  # 3 steps' FLOPs / 6 steps'
+    assert van.same_tokens < 1.0 and six.same_tokens == van.same_tokens  # compared with the 3-step outputs
+    m = store.measurements()
+    ref_lat = m[(m.accelerator == "few-step") & (m.config_tag == "steps=3") & (m.metric == "latency_s_per_image")]
+    paired = m[(m.accelerator == "vanilla") & (m.metric == "vanilla_latency_s_per_image")]
+    assert list(paired.value) == list(ref_lat.value)  # the reference's own time in each round
+    info = json.loads(store.run_json.read_text())
+    assert info["sweep"]["reference"] == "few-step:steps=3" and info["compat"]["reference"] == "few-step:steps=3"
+
+    sweep.accelerators = ["vanilla", "few-step:steps=6", "few-step:steps=4"]  # resumes: same derived name
+    assert run_sweep(sweep, manager=manager, progress=False) == run_dir
+    assert RunStore(run_dir).summary().set_index("config_tag").loc["steps=4", "speedup"] > 0
+    with pytest.raises(SweepError, match="reference 'few-step:steps=3' -> 'vanilla:default'"):
+        run_sweep(tiny_sweep(tmp_path, [], name=run_dir.name, metrics=["same_tokens"]), manager=manager,
+                  progress=False)  # fmt: skip
+    with pytest.raises(UnknownNameError, match="Did you mean: few-step"):
+        run_sweep(tiny_sweep(tmp_path, [], reference="few_step"), manager=manager, progress=False)
+    with pytest.raises(SweepError, match="--reference 'few-step:steps=x'"):
+        run_sweep(tiny_sweep(tmp_path, [], reference="few-step:steps=x"), manager=manager, progress=False)
+
+
 @pytest.mark.slow
 def test_sigkill_mid_sweep_then_rerun(tmp_path):
     """A real ``kill -9`` of ``python -m bench run`` during the timed rounds, then a rerun."""

@@ -274,6 +274,55 @@ def test_record_features_with_and_without_cfg(model):
     assert _run(model, 0).features == []  # nothing recorded unless asked
 
 
+class _Recorder(Vanilla):
+    """Vanilla that keeps every step's output (the features exactly as the model produced them)."""
+
+    def __init__(self, config: VanillaConfig) -> None:
+        super().__init__(config)
+        self.outputs: list[StepOutput] = []
+
+    def step(self, model, ctx):
+        out = super().step(model, ctx)
+        self.outputs.append(out)
+        return out
+
+
+@pytest.mark.parametrize("cfg_weight, streams", [(2.0, 2), (0.0, 1)])
+def test_sample_returns_the_last_steps_features(model, cfg_weight, streams):
+    n, steps = 3, 4
+    recorder = _Recorder(VanillaConfig())
+    g = torch.Generator().manual_seed(0)
+    settings = SamplingSettings(steps=steps, cfg_weight=cfg_weight)
+    res = sample(model, recorder, model.conditions(n, g), g, settings)
+    last = recorder.outputs[-1].features
+    assert len(recorder.outputs) == steps and res.final_features is last  # the model's own tensor, no copy
+    assert res.final_features.shape == (streams * n, model.seq_len, model.dim)
+    assert not torch.equal(res.final_features, recorder.outputs[-2].features)  # not an earlier step's
+    assert res.features == []  # the per-step record stays off unless asked
+
+
+def test_final_features_are_none_when_the_accelerator_returns_none(model):
+    class NoFeatures(Vanilla):
+        def step(self, model, ctx):
+            return StepOutput(logits=super().step(model, ctx).logits)
+
+    g = torch.Generator().manual_seed(0)
+    res = sample(model, NoFeatures(VanillaConfig()), model.conditions(2, g), g, SamplingSettings(steps=3))
+    assert res.final_features is None
+
+
+def test_on_step_observes_every_step_output_in_order(model):
+    recorder, seen = _Recorder(VanillaConfig()), []
+
+    def watch(i, out):
+        seen.append((i, out))
+
+    g = torch.Generator().manual_seed(0)
+    sample(model, recorder, model.conditions(2, g), g, SamplingSettings(steps=5), on_step=watch)
+    assert [i for i, _ in seen] == list(range(5))
+    assert all(out is want for (_, out), want in zip(seen, recorder.outputs))
+
+
 def test_cfg_weight_zero_is_one_stream(model):
     class Spy(Vanilla):
         def step(self, model, ctx):
