@@ -61,6 +61,7 @@ from bench.provenance import (
 from bench.reference_outputs import load_outputs, outputs_file, save_outputs
 from bench.results import ConfigKey, RunLocked, RunStore
 from bench.sampling import reveal_schedule
+from bench.timing import timing_threads
 from bench.sweep import (
     DEFAULT_REFERENCE,
     Configuration,
@@ -171,6 +172,10 @@ class Runner:
             raise SweepError(str(err)) from None
         if existed:
             self._check_compatible(store.read_run_info(), store)  # cheap refusals before any loading
+        with timing_threads(self.sweep.threads):  # every row of this invocation records the count
+            return self._run(store, existed)
+
+    def _run(self, store: RunStore, existed: bool) -> Path:
         with torch.no_grad():
             self._prepare()  # model, configurations, metrics: every refusal before the run folder exists
         try:

@@ -13,6 +13,7 @@ from bench.guards import GuardError, check_run_name, flatten_name
 from bench.interleave import DEFAULT_ROUNDS
 from bench.plugins import PluginManager, get_manager
 from bench.results import ConfigKey
+from bench.timing import DEFAULT_TIMING_THREADS
 from bench.specs import AcceleratorSpec
 
 # The accelerator whose time and outputs every configuration is compared with, unless the
@@ -49,6 +50,9 @@ class Sweep:
     limit: smoke run: at most ``limit`` images per configuration, no extra timing passes.
     keep_features: keep final-step features for metrics (costs n * L * D floats).
     retry_failed: rerun configurations recorded as failed in an existing run.
+    threads: torch intra-op threads while the sweep runs (``--threads``; default 1, see
+        ``bench.timing.DEFAULT_TIMING_THREADS``: stable speed-ups on a shared machine at the
+        price of absolute speed; 0 keeps torch's default of one per core). Recorded per row.
     """
 
     model: str
@@ -67,6 +71,7 @@ class Sweep:
     keep_features: bool = True
     retry_failed: bool = False
     reference: str = DEFAULT_REFERENCE
+    threads: int = DEFAULT_TIMING_THREADS
 
     def validate(self) -> None:
         for key in ("images", "batch_size", "replicates"):
@@ -74,6 +79,8 @@ class Sweep:
                 raise SweepError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.warmup < 0:
             raise SweepError(f"warmup must be >= 0, got {self.warmup}")
+        if self.threads < 0:
+            raise SweepError(f"threads must be >= 0 (0 = torch's default), got {self.threads}")
         if self.steps is not None and self.steps < 1:
             raise SweepError(f"steps must be >= 1, got {self.steps}")
         if self.limit is not None and self.limit < 1:

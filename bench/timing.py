@@ -196,3 +196,26 @@ def invocation_environment(device: torch.device | str) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "load_avg_start": load,
     }
+
+
+# Intra-op threads while timing. On a shared machine with few cores, torch's default (one
+# thread per core) makes every parallel op wait for whichever core another job holds: a
+# single background job then slows small-op configurations (caches, the shortcut) more than
+# vanilla's large matmuls and shifts their speed-ups. One thread gives up absolute speed
+# for speed-ups that stay put under load (the noise check, ``migm-bench noise-check``).
+DEFAULT_TIMING_THREADS = 1
+
+
+@contextmanager
+def timing_threads(threads: int) -> Iterator[int]:
+    """Run the block with ``threads`` torch intra-op threads (0: torch's default, one per
+    core), then restore the previous count. Yields the count in use."""
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0 (0 = torch's default), got {threads}")
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)

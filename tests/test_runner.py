@@ -369,3 +369,25 @@ def test_resume_cleans_a_torn_csv_mirror_and_stale_temp_files(manager, tmp_path)
     run_sweep(tiny_sweep(tmp_path, [], metrics=[]), manager=manager, progress=False)
     assert len(pd.read_csv(store.measurements_csv)) == rows
     assert not list(run_dir.glob(".*.tmp-*"))
+
+
+def test_the_sweep_times_with_its_thread_count_and_restores_torch_s_afterwards(manager, tmp_path, monkeypatch):
+    seen = []
+    import bench.contestant
+
+    original = bench.contestant.sample
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(bench.contestant, "sample", spy)
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    run_dir = run_sweep(tiny_sweep(tmp_path, ["few-step:steps=3"], threads=wanted), manager=manager)
+    assert seen and set(seen) == {wanted}
+    assert torch.get_num_threads() == before
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert (summary["threads"] == wanted).all()
+    with pytest.raises(SweepError, match="threads must be >= 0"):
+        run_sweep(tiny_sweep(tmp_path, [], threads=-1, name="neg"), manager=manager)
