@@ -61,7 +61,6 @@ from bench.provenance import (
 from bench.reference_outputs import load_outputs, outputs_file, save_outputs
 from bench.results import ConfigKey, RunLocked, RunStore
 from bench.sampling import reveal_schedule
-from bench.timing import timing_threads
 from bench.sweep import (
     DEFAULT_REFERENCE,
     Configuration,
@@ -74,6 +73,7 @@ from bench.sweep import (
     resolve_device,
     spec_string,
 )
+from bench.timing import timing_threads
 
 __all__ = [  # the names other modules import from here
     "DEFAULT_REFERENCE",
