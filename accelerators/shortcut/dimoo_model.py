@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -125,12 +126,21 @@ class DiMOOShortcutConfig:
 
 
 # ---------------------------------------------------------------------------- layers
+class KeyTokens(NamedTuple):
+    """The keys/values of a cross-attention: tokens (B, K, d) at absolute ``positions`` (B, K)
+    long; ``valid`` (B, K) bool, False = padding (None = all real)."""
+
+    tokens: Tensor
+    positions: Tensor
+    valid: Tensor | None = None
+
+
 class ShortcutLLaDABlock(nn.Module):
     """A LLaDA "llama" block at width d whose keys/values may come from another sequence.
 
-    Self-attention (``source=None``): LLaDALlamaBlock. Cross-attention: the reference's
+    Self-attention (``keys=None``): LLaDALlamaBlock. Cross-attention: the reference's
     ``ShortcutCrossAttention``, queries from ``attn_norm(x)``, keys/values from
-    ``attn_norm(source)`` with the same norm. Parameter names as LLaDA's.
+    ``attn_norm(keys.tokens)`` with the same norm. Parameter names as LLaDA's.
     """
 
     def __init__(self, cfg: DiMOOShortcutConfig) -> None:
@@ -156,22 +166,17 @@ class ShortcutLLaDABlock(nn.Module):
         return apply_rotary(x, sin, cos, self.cfg.rope_full_precision)
 
     def attention(
-        self,
-        x: Tensor,
-        positions: Tensor,
-        key_valid: Tensor | None = None,
-        source: Tensor | None = None,
-        source_positions: Tensor | None = None,
+        self, x: Tensor, positions: Tensor, valid: Tensor | None = None, keys: KeyTokens | None = None
     ) -> Tensor:
-        """The attention branch before the residual add. x (B, Q, d) at ``positions`` (B, Q);
-        keys/values from ``source`` (B, K, d) at ``source_positions`` (B, K), or from x itself
-        when ``source`` is None; key_valid (B, K) bool, False = padding (None = all real).
-        A row without any real key gets a zero branch. -> (B, Q, d)."""
+        """The attention branch before the residual add. x (B, Q, d) at ``positions`` (B, Q).
+        Keys/values from ``keys`` (cross-attention), or from x itself when ``keys`` is None
+        (self-attention, ``valid`` (B, Q) bool marking x's real rows). A row without any real
+        key gets a zero branch. -> (B, Q, d)."""
         h = self.attn_norm(x)
-        if source is None:
-            s, s_pos = h, positions
+        if keys is None:
+            s, s_pos, key_valid = h, positions, valid
         else:
-            s, s_pos = self.attn_norm(source), source_positions
+            s, s_pos, key_valid = self.attn_norm(keys.tokens), keys.positions, keys.valid
         q = self._rotate(self._heads(self.q_proj(h), self.cfg.n_heads), positions)  # (B, H, Q, Dh)
         k = self._rotate(self._heads(self.k_proj(s), self.cfg.n_kv_heads), s_pos)  # (B, Hkv, K, Dh)
         v = self._heads(self.v_proj(s), self.cfg.n_kv_heads)
@@ -195,14 +200,9 @@ class ShortcutLLaDABlock(nn.Module):
         return self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h))
 
     def forward(
-        self,
-        x: Tensor,
-        positions: Tensor,
-        key_valid: Tensor | None = None,
-        source: Tensor | None = None,
-        source_positions: Tensor | None = None,
+        self, x: Tensor, positions: Tensor, valid: Tensor | None = None, keys: KeyTokens | None = None
     ) -> Tensor:
-        x = x + self.attention(x, positions, key_valid, source, source_positions)
+        x = x + self.attention(x, positions, valid, keys)
         return x + self.mlp(x)
 
 
@@ -216,14 +216,8 @@ class ShortcutAttnBlock(nn.Module):
         self.cross_attn = ShortcutLLaDABlock(cfg)
         self.self_attn = ShortcutLLaDABlock(cfg)
 
-    def forward(
-        self, x: Tensor, positions: Tensor, valid: Tensor | None,
-        keys: Tensor | None, key_positions: Tensor | None, key_valid: Tensor | None,
-    ) -> Tensor:  # fmt: skip
-        if self.cross:
-            x = self.cross_attn(x, positions, key_valid, keys, key_positions)
-        else:
-            x = self.cross_attn(x, positions, valid)
+    def forward(self, x: Tensor, positions: Tensor, valid: Tensor | None, keys: KeyTokens | None) -> Tensor:
+        x = self.cross_attn(x, positions, valid, keys if self.cross else None)
         return self.self_attn(x, positions, valid)
 
 
@@ -282,9 +276,11 @@ class DiMOOShortcutNet(nn.Module):
         if self.config.cross_attention:
             if keys is None or key_positions is None:
                 raise ValueError("DiMOO shortcut: cross-attention needs the key tokens and their positions")
-            tokens = self.new_token_proj_in(keys.to(x.dtype))  # (B, K, d)
+            tokens = KeyTokens(
+                self.new_token_proj_in(keys.to(x.dtype)), key_positions, key_valid
+            )  # (B, K, d)
         for block in self.blocks:
-            x = block(x, positions, valid, tokens, key_positions, key_valid)
+            x = block(x, positions, valid, tokens)
         x = self.ln_f(x)
         if self.time_embedder is not None:
             emb = self.time_embedder(mask_ratio.to(x.device))  # (B, d)
