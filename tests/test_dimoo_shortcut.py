@@ -113,6 +113,17 @@ def test_output_shape(cfg):
     assert out.shape == feats.shape and torch.isfinite(out).all()
 
 
+def test_runs_in_bfloat16():
+    """bfloat16 weights and features (the GPU setting) with a float32 mask ratio."""
+    feats, pos, t, keys, key_pos = _inputs()
+    net = _net().to(torch.bfloat16)
+    with torch.no_grad():
+        out = net(feats.bfloat16(), pos, t, keys.bfloat16(), key_pos)
+        ref = _net()(feats, pos, t, keys, key_pos)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.1)
+
+
 def test_inputs_matter():
     """The key tokens, the mask ratio and the features each change the prediction."""
     net = _net()
