@@ -6,5 +6,6 @@ Modules: ``model`` (the network), ``schedule`` (which steps are full), ``weights
 bound to a base model's fingerprint), ``data`` (trajectory files and training pairs),
 ``collect`` / ``train`` (the ``migm-bench shortcut collect|train`` commands, also runnable
 as ``python -m`` / ``torchrun -m``), ``accelerator`` (inference and the plugin hooks; this
-is the module to register as a plugin).
+is the module to register as a plugin); ``dimoo_model`` / ``dimoo_weights`` (the DiMOO-Shortcut
+network for Lumina-DiMOO and its weight files, standalone until the protocol wires it in).
 """

@@ -181,7 +181,9 @@ class TimeEmbedder(nn.Module):
         return emb  # (B, frequencies)
 
     def forward(self, mask_ratio: Tensor) -> Tensor:
-        return self.mlp(self.sinusoid(mask_ratio * TIME_SCALE))  # (B, d)
+        # sinusoids in float32, then the MLP in its own dtype (a bfloat16 network on a GPU)
+        freqs = self.sinusoid(mask_ratio * TIME_SCALE).to(self.mlp[0].weight.dtype)
+        return self.mlp(freqs)  # (B, d)
 
 
 class Attention(nn.Module):

@@ -16,6 +16,7 @@ from typing import Any
 
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch import Tensor, nn
 
 from accelerators.shortcut.model import ShortcutNet, ShortcutNetConfig
 from bench.integrity import IntegrityError, record, verify
@@ -47,8 +48,6 @@ def save_shortcut(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``net``'s trainable weights with metadata binding them to ``model``; atomic."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -58,8 +57,20 @@ def save_shortcut(
         "dim": str(net.dim),
         "net_config": net.config.to_json(),
     }
+    return write_weights(path, net, meta, extra)
+
+
+def write_weights(
+    path: str | Path, net: nn.Module, meta: dict[str, str], extra: dict[str, Any] | None = None
+) -> Path:
+    """``net``'s state dict (float32, CPU) and ``meta`` plus ``extra`` (non-strings as JSON) ->
+    safetensors at ``path``, atomically (written beside it, then renamed), and its folder's
+    INTEGRITY.json kept in step."""
+    meta = dict(meta)
     for key, value in (extra or {}).items():
         meta[key] = value if isinstance(value, str) else json.dumps(value)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
@@ -68,8 +79,8 @@ def save_shortcut(
     return path
 
 
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata of a shortcut weights file (checked to be one)."""
+def read_metadata(path: str | Path, expected_format: str = FORMAT) -> dict[str, str]:
+    """The metadata of a shortcut weights file (checked to be one of ``expected_format``)."""
     path = Path(path)
     if not path.is_file():
         raise ShortcutWeightsNotFound(f"shortcut weights file not found: {path}")
@@ -82,9 +93,10 @@ def read_metadata(path: str | Path) -> dict[str, str]:
             meta = f.metadata() or {}
     except Exception as err:  # not a safetensors file at all
         raise ShortcutWeightsError(f"{path} is not a safetensors file: {err}") from err
-    if meta.get("format") != FORMAT:
+    if meta.get("format") != expected_format:
         raise ShortcutWeightsError(
-            f"{path} is not a MIGM-Shortcut weights file (format={meta.get('format')!r})"
+            f"{path} is not a MIGM-Shortcut weights file of format {expected_format!r} "
+            f"(format={meta.get('format')!r})"
         )
     return meta
 
@@ -108,12 +120,29 @@ def load_shortcut(path: str | Path, model: BaseModel) -> tuple[ShortcutNet, dict
     except (KeyError, ValueError, TypeError) as err:
         raise ShortcutWeightsError(f"{path}: unreadable net_config metadata: {err}") from err
     net = ShortcutNet.for_model(model, config)
+    load_strict(net, read_tensors(path), path)
+    return net.eval(), meta
+
+
+def read_tensors(path: str | Path) -> dict[str, Tensor]:
+    """Every tensor of a safetensors file, by key (on the CPU)."""
     with safe_open(str(path), framework="pt") as f:
-        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
-    result = net.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+        return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+
+
+def load_strict(net: nn.Module, state: dict[str, Tensor], path: str | Path, assign: bool = False) -> None:
+    """Load ``state`` into ``net`` only if the keys match exactly; else an error naming the file
+    and the first missing and unexpected keys (a shape mismatch is an error too). ``assign``
+    replaces the parameters by the loaded tensors (for a network built on the meta device)."""
+    mine = net.state_dict().keys()
+    missing = sorted(set(mine) - set(state))
+    unexpected = sorted(set(state) - set(mine))
+    if missing or unexpected:
         raise ShortcutWeightsError(
             f"{path}: weights do not match the network described by its metadata "
-            f"(missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]})"
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
         )
-    return net.eval(), meta
+    try:
+        net.load_state_dict(state, strict=True, assign=assign)
+    except RuntimeError as err:  # size mismatches; torch's message spans lines: make it one
+        raise ShortcutWeightsError(f"{path}: weights do not fit the network: {' '.join(str(err).split())}") from None
