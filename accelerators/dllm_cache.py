@@ -65,7 +65,7 @@ class DLLMCacheConfig:
     refresh_first_layer: recompute layer 0 in full at every step (True: the reference's LLaDA
         hook since commit 1ef9d03). False: the older rule of its MMaDA hook, layer 0 cached
         like every other layer (cheaper by about one layer per cheap step).
-    steps: N; 0 means the base model's default N.
+    steps: N; 0 means the base model's default N. Both intervals count steps, whatever N is.
     """
 
     prompt_interval: int = 100

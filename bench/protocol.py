@@ -238,6 +238,7 @@ class Accelerator(Protocol):
 
     The loop calls ``reset`` before every batch, ``num_steps`` to decide N, then
     ``step`` once per step. ``counts`` accumulates since the last ``reset``.
+    ``bench.accelerator_base.AcceleratorBase`` (optional) implements all but ``step``.
     """
 
     config: Any
