@@ -1,12 +1,14 @@
 """Small pieces the training-free cache accelerators share (ML-Cache, ReCAP, TaylorSeer,
-dLLM-Cache): condition-position indices and config validation."""
+dLLM-Cache): condition-position indices, and the full / partial steps of ML-Cache and ReCAP."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from bench.protocol import BaseModel
+from bench.accelerator_base import AcceleratorBase
+from bench.forward import logits_of, partial_forward, scatter_positions
+from bench.protocol import BaseModel, LayerKV, StepContext, StepOutput
 
 
 def condition_positions(model: BaseModel, batch_rows: int, device: torch.device) -> Tensor:
@@ -21,15 +23,35 @@ def with_condition(positions: Tensor, model: BaseModel) -> Tensor:
     return torch.cat([positions, cond_pos], dim=1)
 
 
-def require_int(owner: str, name: str, value: int, minimum: int) -> None:
-    """A clear error for an integer knob below its minimum."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}")
+class PartialStepCache(AcceleratorBase):
+    """Full steps cache every layer's K/V, the logits and the features; partial steps recompute
+    chosen image positions (and optionally the condition positions) against that K/V and
+    reuse the cached logits and features everywhere else (ML-Cache, ReCAP)."""
 
+    def reset_state(self) -> None:
+        self._kv: list[LayerKV] | None = None  # every layer's (B, H, L, Dh) K/V
+        self._logits: Tensor | None = None  # (B, P, V) logit cache
+        self._features: Tensor | None = None  # (B, L, D) feature cache
 
-def require_fraction(owner: str, name: str, value: float, *, upper_open: bool = False) -> None:
-    """A clear error for a ratio knob outside [0, 1] (or [0, 1) with ``upper_open``)."""
-    ok = 0.0 <= value < 1.0 if upper_open else 0.0 <= value <= 1.0
-    if not ok:
-        interval = "[0, 1)" if upper_open else "[0, 1]"
-        raise ValueError(f"{owner}: {name} must lie in {interval}, got {value!r}")
+    def cached_full_step(self, model: BaseModel, ctx: StepContext) -> StepOutput:
+        """A counted full forward that refills every cache."""
+        features, self._kv = self.full_forward(model, ctx)  # (B, L, D)
+        self._features, self._logits = features, logits_of(model, features)
+        return StepOutput(logits=self._logits, features=features)
+
+    def partial_step(
+        self, model: BaseModel, ctx: StepContext, image_pos: Tensor, recompute_condition: bool
+    ) -> StepOutput:
+        """The blocks on ``image_pos`` (B, G) (+ the condition positions when
+        ``recompute_condition``) attending to the cached K/V of all positions (their fresh K/V
+        written in first); their logits and features overwrite the caches."""
+        assert self._kv is not None and self._logits is not None and self._features is not None
+        query_pos = with_condition(image_pos, model) if recompute_condition else image_pos  # (B, Q)
+        fresh = partial_forward(model, ctx.tokens, ctx.cond, query_pos, self._kv)  # (B, Q, D)
+        fresh_logits = model.head(fresh[:, : image_pos.shape[1]], image_pos)  # (B, G, V)
+        # out of place: the tensors handed to the loop are never modified afterwards
+        self._logits = scatter_positions(self._logits, image_pos, fresh_logits.to(self._logits.dtype))
+        self._features = scatter_positions(self._features, query_pos, fresh)
+        self.counts.partial_forwards += 1
+        self.counts.partial_positions += query_pos.shape[1] / model.seq_len
+        return StepOutput(logits=self._logits, features=self._features)

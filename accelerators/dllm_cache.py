@@ -44,10 +44,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from accelerators._cache_common import condition_positions, require_fraction, require_int
-from bench.forward import gather_positions, logits_of, write_kv
+from accelerators._cache_common import condition_positions
+from bench.accelerator_base import AcceleratorBase, require_fraction, require_int
+from bench.forward import gather_positions, write_kv
 from bench.hookspecs import hookimpl
-from bench.protocol import BaseModel, Block, Counts, LayerKV, StepContext, StepOutput
+from bench.protocol import BaseModel, Block, LayerKV, StepContext, StepOutput
 from bench.specs import AcceleratorSpec
 
 
@@ -64,7 +65,7 @@ class DLLMCacheConfig:
     refresh_first_layer: recompute layer 0 in full at every step (True: the reference's LLaDA
         hook since commit 1ef9d03). False: the older rule of its MMaDA hook, layer 0 cached
         like every other layer (cheaper by about one layer per cheap step).
-    steps: N; 0 means the base model's default N.
+    steps: N; 0 means the base model's default N. Both intervals count steps, whatever N is.
     """
 
     prompt_interval: int = 100
@@ -96,25 +97,20 @@ class _LayerCache:
     mlp: Tensor  # (B, L, D) MLP output before the residual add
 
 
-class DLLMCache:
+class DLLMCache(AcceleratorBase):
     """Full refreshes cache K/V/attention/MLP per layer; other steps recompute the condition
     part on its interval, the image part on its interval, else the V-verify selection."""
 
+    name = "dllm-cache"
+
     def __init__(self, config: DLLMCacheConfig) -> None:
-        require_int("dllm-cache", "prompt_interval", config.prompt_interval, 1)
-        require_int("dllm-cache", "gen_interval", config.gen_interval, 1)
-        require_fraction("dllm-cache", "transfer_ratio", config.transfer_ratio)
-        require_int("dllm-cache", "steps", config.steps, 0)
-        self.config = config
-        self.counts = Counts()
-        self._layers: list[_LayerCache] | None = None
+        require_int(self.name, "prompt_interval", config.prompt_interval, 1)
+        require_int(self.name, "gen_interval", config.gen_interval, 1)
+        require_fraction(self.name, "transfer_ratio", config.transfer_ratio)
+        super().__init__(config)
 
-    def num_steps(self, default_steps: int) -> int:
-        return self.config.steps or default_steps
-
-    def reset(self, model: BaseModel, batch_rows: int) -> None:
-        self.counts = Counts()
-        self._layers = None
+    def reset_state(self) -> None:
+        self._layers: list[_LayerCache] | None = None  # per block, from the last full refresh
 
     @torch.no_grad()
     def step(self, model: BaseModel, ctx: StepContext) -> StepOutput:
@@ -127,8 +123,7 @@ class DLLMCache:
             self.counts.full_forwards += 1
         else:
             h = self._partial(model, h, refresh_gen, refresh_prompt)
-        features = model.final_features(h)
-        return StepOutput(logits=logits_of(model, features), features=features)
+        return self.output(model, model.final_features(h))
 
     def _full(self, model: BaseModel, h: Tensor) -> Tensor:
         """All positions of every layer (the same ops as ``block_forward``), caching everything."""

@@ -1,7 +1,8 @@
 """``few-step``: vanilla sampling with fewer steps, the simplest acceleration.
 
 The smallest example of an accelerator plugin: a config dataclass, a class that
-reuses ``Vanilla`` and only changes N, and one hook that registers it.
+reuses ``Vanilla`` and only refuses ``steps=0`` (N is always given), and one hook that
+registers it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from dataclasses import dataclass
 
 from accelerators.vanilla import Vanilla
 from bench.hookspecs import hookimpl
-from bench.protocol import Counts
 from bench.specs import AcceleratorSpec
 
 
@@ -23,14 +23,10 @@ class FewStepConfig:
 
 
 class FewStep(Vanilla):
-    def __init__(self, config: FewStepConfig) -> None:
-        if config.steps < 1:
-            raise ValueError(f"few-step needs steps >= 1, got {config.steps}")
-        self.config = config
-        self.counts = Counts()
+    """Vanilla at the configured N (``AcceleratorBase.num_steps``: steps >= 1 is always used)."""
 
-    def num_steps(self, default_steps: int) -> int:
-        return self.config.steps
+    name = "few-step"
+    min_steps = 1
 
 
 @hookimpl

@@ -39,10 +39,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from accelerators._cache_common import require_fraction, require_int, with_condition
-from bench.forward import full_forward, logits_of, partial_forward, scatter_positions
+from accelerators._cache_common import PartialStepCache
+from bench.accelerator_base import require_fraction, require_int
 from bench.hookspecs import hookimpl
-from bench.protocol import BaseModel, Counts, LayerKV, StepContext, StepOutput
+from bench.protocol import BaseModel, StepContext, StepOutput
 from bench.specs import AcceleratorSpec
 
 
@@ -104,51 +104,27 @@ def least_confident_positions(logits: Tensor, count: int) -> Tensor:
     return torch.topk(confidence, count, dim=-1, largest=False).indices
 
 
-class MLCache:
+class MLCache(PartialStepCache):
     """Full steps cache K/V, logits and features; cached steps recompute the least confident
     positions only (per row, so each CFG stream keeps its own choice)."""
 
+    name = "ml-cache"
+
     def __init__(self, config: MLCacheConfig) -> None:
-        owner = "ml-cache"
-        require_fraction(owner, "cache_ratio", config.cache_ratio, upper_open=True)
-        require_fraction(owner, "warmup_ratio", config.warmup_ratio)
-        require_int(owner, "refresh_interval", config.refresh_interval, 1)
-        require_int(owner, "steps", config.steps, 0)
-        self.config = config
-        self.counts = Counts()
-        self._kv: list[LayerKV] | None = None
-        self._logits: Tensor | None = None  # (B, P, V) logit cache
-        self._features: Tensor | None = None  # (B, L, D) feature cache
-
-    def num_steps(self, default_steps: int) -> int:
-        return self.config.steps or default_steps
-
-    def reset(self, model: BaseModel, batch_rows: int) -> None:
-        self.counts = Counts()
-        self._kv = self._logits = self._features = None
+        require_fraction(self.name, "cache_ratio", config.cache_ratio, upper_open=True)
+        require_fraction(self.name, "warmup_ratio", config.warmup_ratio)
+        require_int(self.name, "refresh_interval", config.refresh_interval, 1)
+        super().__init__(config)
 
     @torch.no_grad()
     def step(self, model: BaseModel, ctx: StepContext) -> StepOutput:
         cfg = self.config
         refresh = is_refresh_step(ctx.step, ctx.num_steps, cfg.warmup_ratio, cfg.refresh_interval)
-        if refresh or self._kv is None:
-            features, self._kv = full_forward(model, ctx.tokens, ctx.cond)  # (B, L, D)
-            self._features, self._logits = features, logits_of(model, features)
-            self.counts.full_forwards += 1
-            return StepOutput(logits=self._logits, features=features)
-
-        assert self._logits is not None and self._features is not None
+        if refresh or self._logits is None:
+            return self.cached_full_step(model, ctx)
         count = recompute_count(model.num_image_tokens, cfg.cache_ratio)
         image_pos = least_confident_positions(self._logits, count)  # (B, count)
-        query_pos = with_condition(image_pos, model) if cfg.recompute_condition else image_pos
-        fresh = partial_forward(model, ctx.tokens, ctx.cond, query_pos, self._kv)  # (B, Q, D)
-        fresh_logits = model.head(fresh[:, :count], image_pos)  # (B, count, V)
-        # out of place: the tensors handed to the loop are never modified afterwards
-        self._logits = scatter_positions(self._logits, image_pos, fresh_logits.to(self._logits.dtype))
-        self._features = scatter_positions(self._features, query_pos, fresh)
-        self.counts.partial_forwards += 1
-        self.counts.partial_positions += query_pos.shape[1] / model.seq_len
-        return StepOutput(logits=self._logits, features=self._features)
+        return self.partial_step(model, ctx, image_pos, cfg.recompute_condition)
 
 
 @hookimpl

@@ -33,10 +33,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from accelerators._cache_common import require_int, with_condition
-from bench.forward import full_forward, logits_of, partial_forward, scatter_positions
+from accelerators._cache_common import PartialStepCache
+from bench.accelerator_base import require_int
 from bench.hookspecs import hookimpl
-from bench.protocol import BaseModel, Counts, LayerKV, StepContext, StepOutput
+from bench.protocol import BaseModel, StepContext, StepOutput
 from bench.specs import AcceleratorSpec
 
 
@@ -69,43 +69,30 @@ def group_length(step: int, num_steps: int, pre_full_iters: int, num_cache_iters
     return min(num_cache_iters, num_steps - 1 - step)
 
 
-class ReCAP:
+class ReCAP(PartialStepCache):
     """Full steps fix the group and cache K/V; local steps run only the group's positions."""
 
-    def __init__(self, config: ReCAPConfig) -> None:
-        require_int("recap", "pre_full_iters", config.pre_full_iters, 0)
-        require_int("recap", "num_cache_iters", config.num_cache_iters, 0)
-        require_int("recap", "steps", config.steps, 0)
-        self.config = config
-        self.counts = Counts()
-        self._clear()
+    name = "recap"
 
-    def _clear(self) -> None:
-        self._kv: list[LayerKV] | None = None
-        self._logits: Tensor | None = None  # (B, P, V) logits of the group's full step
-        self._features: Tensor | None = None  # (B, L, D)
+    def __init__(self, config: ReCAPConfig) -> None:
+        require_int(self.name, "pre_full_iters", config.pre_full_iters, 0)
+        require_int(self.name, "num_cache_iters", config.num_cache_iters, 0)
+        super().__init__(config)
+
+    def reset_state(self) -> None:
+        super().reset_state()
         self._local_left = 0  # local steps still to run in the current group
         self._group: Tensor | None = None  # (B, G) image positions of the current group
-        self._queries: Tensor | None = None  # (B, Q) group (+ condition) positions
-
-    def num_steps(self, default_steps: int) -> int:
-        return self.config.steps or default_steps
-
-    def reset(self, model: BaseModel, batch_rows: int) -> None:
-        self.counts = Counts()
-        self._clear()
 
     @torch.no_grad()
     def step(self, model: BaseModel, ctx: StepContext) -> StepOutput:
         if self._local_left > 0:
             return self._local_step(model, ctx)
-        features, self._kv = full_forward(model, ctx.tokens, ctx.cond)  # (B, L, D)
-        self._features, self._logits = features, logits_of(model, features)
-        self.counts.full_forwards += 1
+        out = self.cached_full_step(model, ctx)
         cfg = self.config
         self._local_left = group_length(ctx.step, ctx.num_steps, cfg.pre_full_iters, cfg.num_cache_iters)
-        self._group = self._queries = None
-        return StepOutput(logits=self._logits, features=features, reserve_steps=self._local_left)
+        self._group = None
+        return StepOutput(logits=out.logits, features=out.features, reserve_steps=self._local_left)
 
     def _local_step(self, model: BaseModel, ctx: StepContext) -> StepOutput:
         if self._group is None:  # first local step: group = revealed by the full step + reserved
@@ -115,21 +102,9 @@ class ReCAP:
                     "(it must honour StepOutput.reserve_steps)"
                 )
             self._group = torch.cat([ctx.revealed_positions, ctx.reserved_positions], dim=1)
-            self._queries = (
-                with_condition(self._group, model) if self.config.recompute_condition else self._group
-            )
-        assert self._kv is not None and self._logits is not None and self._features is not None
-        assert self._queries is not None
-        group, queries = self._group, self._queries
-        fresh = partial_forward(model, ctx.tokens, ctx.cond, queries, self._kv)  # (B, Q, D)
-        fresh_logits = model.head(fresh[:, : group.shape[1]], group)  # (B, G, V)
-        # out of place: tensors handed to the loop are never modified afterwards
-        self._logits = scatter_positions(self._logits, group, fresh_logits.to(self._logits.dtype))
-        self._features = scatter_positions(self._features, queries, fresh)
+        out = self.partial_step(model, ctx, self._group, self.config.recompute_condition)
         self._local_left -= 1
-        self.counts.partial_forwards += 1
-        self.counts.partial_positions += queries.shape[1] / model.seq_len
-        return StepOutput(logits=self._logits, features=self._features)
+        return out
 
 
 @hookimpl

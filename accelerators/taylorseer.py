@@ -29,10 +29,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from accelerators._cache_common import require_int
-from bench.forward import block_forward, logits_of
+from bench.accelerator_base import AcceleratorBase, require_int
+from bench.forward import block_forward
 from bench.hookspecs import hookimpl
-from bench.protocol import BaseModel, Counts, StepContext, StepOutput
+from bench.protocol import BaseModel, StepContext, StepOutput
 from bench.specs import AcceleratorSpec
 
 
@@ -99,23 +99,19 @@ class TaylorForecaster:
         return out
 
 
-class TaylorSeer:
+class TaylorSeer(AcceleratorBase):
     """Full steps feed the forecaster; Taylor steps predict the blocks' total residual update."""
 
+    name = "taylorseer"
+
     def __init__(self, config: TaylorSeerConfig) -> None:
-        require_int("taylorseer", "interval", config.interval, 1)
-        require_int("taylorseer", "max_order", config.max_order, 0)
-        require_int("taylorseer", "first_enhance", config.first_enhance, 1)
-        require_int("taylorseer", "steps", config.steps, 0)
-        self.config = config
-        self.counts = Counts()
+        require_int(self.name, "interval", config.interval, 1)
+        require_int(self.name, "max_order", config.max_order, 0)
+        require_int(self.name, "first_enhance", config.first_enhance, 1)
         self.forecaster = TaylorForecaster(config.max_order)
+        super().__init__(config)
 
-    def num_steps(self, default_steps: int) -> int:
-        return self.config.steps or default_steps
-
-    def reset(self, model: BaseModel, batch_rows: int) -> None:
-        self.counts = Counts()
+    def reset_state(self) -> None:
         self.forecaster.reset()
 
     @torch.no_grad()
@@ -132,8 +128,7 @@ class TaylorSeer:
         else:
             h = embedded + self.forecaster.predict(ctx.step)  # (B, L, D)
             self.counts.other_calls += 1  # embedding + final layers + head only
-        features = model.final_features(h)
-        return StepOutput(logits=logits_of(model, features), features=features)
+        return self.output(model, model.final_features(h))
 
 
 @hookimpl

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.forward import full_forward, logits_of
+from bench.accelerator_base import AcceleratorBase
 from bench.hookspecs import hookimpl
-from bench.protocol import BaseModel, Counts, StepContext, StepOutput
+from bench.protocol import BaseModel, StepContext, StepOutput
 from bench.specs import AcceleratorSpec
 
 
@@ -17,25 +17,14 @@ class VanillaConfig:
     steps: int = 0
 
 
-class Vanilla:
+class Vanilla(AcceleratorBase):
     """Runs every step as one full forward of both CFG streams."""
 
-    def __init__(self, config: VanillaConfig) -> None:
-        if config.steps < 0:
-            raise ValueError(f"steps must be >= 0, got {config.steps}")
-        self.config = config
-        self.counts = Counts()
-
-    def num_steps(self, default_steps: int) -> int:
-        return self.config.steps or default_steps
-
-    def reset(self, model: BaseModel, batch_rows: int) -> None:
-        self.counts = Counts()
+    name = "vanilla"
 
     def step(self, model: BaseModel, ctx: StepContext) -> StepOutput:
-        features, _ = full_forward(model, ctx.tokens, ctx.cond)  # (B, L, D)
-        self.counts.full_forwards += 1
-        return StepOutput(logits=logits_of(model, features), features=features)
+        features, _ = self.full_forward(model, ctx)  # (B, L, D)
+        return self.output(model, features)
 
 
 @hookimpl

@@ -29,6 +29,7 @@ class Block(Protocol):
 
     The block is split into primitives so that an accelerator can run it on any
     subset of query positions while attending to cached K/V of all positions.
+    A class that subclasses ``Block`` explicitly inherits the default ``value``.
     """
 
     num_heads: int
@@ -38,8 +39,13 @@ class Block(Protocol):
         ...
 
     def value(self, h: Tensor) -> Tensor:
-        """Pre-norm + value projection only (cheaper than ``qkv``). (B, Q, D) -> (B, H, Q, Dh)."""
-        ...
+        """Pre-norm + value projection only. (B, Q, D) -> (B, H, Q, Dh).
+
+        The default takes v from ``qkv`` (computing q and k too); a block overrides it when it
+        can project V alone for less (e.g. the value rows of a fused in-projection: a third of
+        the cost). dLLM-Cache's V-verify calls it on every image token of a cached step.
+        """
+        return self.qkv(h)[2]
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """Scaled dot-product attention + out-projection.
@@ -232,6 +238,7 @@ class Accelerator(Protocol):
 
     The loop calls ``reset`` before every batch, ``num_steps`` to decide N, then
     ``step`` once per step. ``counts`` accumulates since the last ``reset``.
+    ``bench.accelerator_base.AcceleratorBase`` (optional) implements all but ``step``.
     """
 
     config: Any

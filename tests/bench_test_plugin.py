@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from accelerators.vanilla import Vanilla
 from bench.hookspecs import hookimpl
-from bench.protocol import Counts, MetricInfo, StepContext, StepOutput
+from bench.protocol import MetricInfo, StepContext, StepOutput
 from bench.specs import AcceleratorSpec, MetricSpec, MetricUnavailable
 
 # Flipped by tests: while True, the ``interrupt`` accelerator raises KeyboardInterrupt (which
@@ -27,12 +27,7 @@ class BoomConfig:
 
 
 class Boom(Vanilla):
-    def __init__(self, config: BoomConfig) -> None:
-        self.config = config
-        self.counts = Counts()
-
-    def num_steps(self, default_steps: int) -> int:
-        return default_steps
+    """N is the model's default: the config has no ``steps`` (``AcceleratorBase.num_steps``)."""
 
     def step(self, model, ctx: StepContext) -> StepOutput:
         if ctx.step == self.config.at_step:
@@ -48,12 +43,7 @@ class SleepyConfig:
 
 
 class Sleepy(Vanilla):
-    def __init__(self, config: SleepyConfig) -> None:
-        self.config = config
-        self.counts = Counts()
-
-    def num_steps(self, default_steps: int) -> int:
-        return default_steps
+    """N is the model's default: the config has no ``steps`` (``AcceleratorBase.num_steps``)."""
 
     def step(self, model, ctx: StepContext) -> StepOutput:
         time.sleep(self.config.seconds)

@@ -29,11 +29,11 @@ from accelerators.shortcut.weights import (
     default_weights_path,
     load_shortcut,
 )
+from bench.accelerator_base import AcceleratorBase
 from bench.config import ALWAYS_TAG, UnknownNameError, suggest
-from bench.forward import full_forward, logits_of
 from bench.hookspecs import hookimpl
 from bench.integrity import sha256
-from bench.protocol import BaseModel, Counts, StepContext, StepOutput
+from bench.protocol import BaseModel, StepContext, StepOutput
 from bench.specs import AcceleratorSpec
 
 VARIANTS = {"default": False, "nocross": True}  # variant -> trained without cross-attention
@@ -57,32 +57,31 @@ class ShortcutConfig:
     weights: str = ""
 
 
-class Shortcut:
+class Shortcut(AcceleratorBase):
     """B-of-N full steps; the shortcut network in between (loaded once per base model, at reset
     when the run will use it)."""
 
+    name = "shortcut"
+
     def __init__(self, config: ShortcutConfig) -> None:
-        if config.steps < 0:
-            raise ValueError(f"shortcut: steps must be >= 0, got {config.steps}")
+        super().__init__(config)  # checks steps
         if config.budget < 1:
             raise ValueError(f"shortcut: budget (full steps) must be >= 1, got {config.budget}")
         if config.variant not in VARIANTS:
             raise UnknownNameError(
                 f"unknown shortcut variant {config.variant!r}.{suggest(config.variant, VARIANTS)}"
             )
-        self.config = config
-        self.counts = Counts()
         self._net: ShortcutNet | None = None
         self._net_model: BaseModel | None = None
         self._full: dict[int, frozenset[int]] = {}
         self._planned_steps = 0  # N of the run being set up (from num_steps)
 
     def num_steps(self, default_steps: int) -> int:
-        self._planned_steps = self.config.steps or default_steps
+        self._planned_steps = super().num_steps(default_steps)
         return self._planned_steps
 
     def reset(self, model: BaseModel, batch_rows: int) -> None:
-        self.counts = Counts()
+        super().reset(model, batch_rows)
         # load the weights before sampling starts (not inside the first shortcut step) when this
         # run will use them; the loop asks num_steps before reset
         if self._planned_steps and self.config.budget < self._planned_steps:
@@ -133,8 +132,7 @@ class Shortcut:
 
     def step(self, model: BaseModel, ctx: StepContext) -> StepOutput:
         if ctx.step in self.full_steps(ctx.num_steps) or ctx.prev_features is None:
-            features, _ = full_forward(model, ctx.tokens, ctx.cond)  # (B, L, D)
-            self.counts.full_forwards += 1
+            features, _ = self.full_forward(model, ctx)  # (B, L, D)
         else:
             net = self.network(model)
             mask_ratio = ctx.mask.float().mean(dim=1)  # (B,) still masked after the previous reveal
@@ -142,7 +140,7 @@ class Shortcut:
             features = net(prev.to(net.token_table.dtype), ctx.revealed_ids, ctx.revealed_positions,
                            mask_ratio).to(prev.dtype)  # fmt: skip
             self.counts.other_calls += 1
-        return StepOutput(logits=logits_of(model, features), features=features)
+        return self.output(model, features)
 
 
 @hookimpl
