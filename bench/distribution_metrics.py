@@ -1,11 +1,11 @@
 """Distribution metrics against real images (reference "data"), with any feature extractor:
 
-  * ``FIDMetric``: torchmetrics ``FrechetInceptionDistance(feature=module)`` (Heusel et al.
-    2017); ``KIDMetric``: torchmetrics ``KernelInceptionDistance`` (Binkowski et al. 2018).
-    The real images' features come from a ``bench.real_features.RealFeatures``.
-  * ``inception_score`` (Salimans et al. 2016) from any classifier's logits.
-  * ``require_dataset``: the refusal of a metric whose real data or feature network only fit
-    base models trained on one dataset (``BaseModel.dataset``).
+* ``FIDMetric``: torchmetrics ``FrechetInceptionDistance(feature=module)`` (Heusel et al.
+  2017); ``KIDMetric``: torchmetrics ``KernelInceptionDistance`` (Binkowski et al. 2018).
+  The real images' features come from a ``bench.real_features.RealFeatures``.
+* ``inception_score`` (Salimans et al. 2016) from any classifier's logits.
+* ``require_dataset``: the refusal of a metric whose real data or feature network only fit
+  base models trained on one dataset (``BaseModel.dataset``).
 """
 
 from __future__ import annotations

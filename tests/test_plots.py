@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -29,8 +30,32 @@ def test_frontier_lower_is_better_and_nan_and_ties():
 def test_metric_label_states_direction_and_names_the_feature_network():
     meta = {"metrics": [{"name": "fid", "label": "FID (Fashion classifier)", "higher_is_better": False}]}
     assert metric_label("fid", False, meta=meta) == "FID (Fashion classifier) (lower is better)"
-    assert metric_label("fid", False) == "FID (feature network not recorded) (lower is better)"  # never bare
-    assert metric_label("psnr_vs_vanilla", True, "dB") == "PSNR vs vanilla [dB] (higher is better)"
+    # the label comes from the metric's spec, as the runner records it in run.json (no table in bench.plots)
+    from bench.fidelity_metrics import PSNRVsVanilla
+
+    recorded = {"metrics": [dataclasses.asdict(PSNRVsVanilla.info)]}
+    assert metric_label("psnr_vs_vanilla", True, "dB", recorded) == "PSNR vs vanilla [dB] (higher is better)"
+    # runs that recorded no label (older run folders): the metric's name in words
+    assert metric_label("psnr_vs_vanilla", True, "dB") == "psnr vs vanilla [dB] (higher is better)"
+    assert metric_label("fid", False, meta={"metrics": [{"name": "fid", "label": ""}]}) == "fid (lower is better)"
+
+
+def test_spec_label_is_recorded_and_named_on_the_axis(tmp_path):
+    """A metric's label comes from its spec: MetricInfo's label, or one derived from its name,
+    is what the runner writes into run.json and what the figure's y axis and the report say."""
+    from bench.plots import pareto_figure
+    from bench.protocol import MetricInfo
+
+    assert MetricInfo("token_agreement", "", True, "vanilla").label == "token agreement"  # derived
+    custom = MetricInfo("class_accuracy", "fraction", True, "condition", label="accuracy (my judge)")
+    run = make_run(tmp_path)
+    meta = json.loads((run / "run.json").read_text())
+    meta["metrics"].append(dataclasses.asdict(custom))  # as bench.runner records each metric's spec
+    (run / "run.json").write_text(json.dumps(meta))
+    fig, _labels = pareto_figure(run, "class_accuracy")
+    assert fig.axes[0].get_ylabel() == "accuracy (my judge) (higher is better)"
+    assert "accuracy (my judge) vs speed-up" in fig.axes[0].get_title()
+    assert "accuracy (my judge) ↑" in report_markdown(run)
 
 
 ROWS = [  # accelerator, config_tag, steps, latency, fid, class_accuracy, status, error
