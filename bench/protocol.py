@@ -116,6 +116,10 @@ class BaseModel(Protocol):
     dim: int  # D
     blocks: Sequence[Block]
     default_sampling: SamplingSettings
+    # what the model was trained on, e.g. "fashion-mnist", "imagenet"; None: no single
+    # dataset (or not told). Metrics with real data or a dataset-specific feature network
+    # check it (``bench.distribution_metrics.require_dataset``) and refuse other models.
+    dataset: str | None
 
     def conditions(self, n: int, generator: torch.Generator) -> Tensor:
         """n conditions (class labels now, prompts later) drawn from ``generator``."""
@@ -286,7 +290,8 @@ class MetricInfo:
     "data" (real images), "vanilla" (vanilla output at the same seed) or
     "condition" (the requested class / prompt). label: how tables and figures name it,
     saying what it is computed with (e.g. "FID (Fashion classifier)": a bare "FID" reads as
-    Inception FID); empty: derived from the name.
+    Inception FID); empty: derived from the name ("class_accuracy" -> "class accuracy").
+    The runner records it in run.json, where ``bench.plots`` reads it.
 
     A metric may also offer its uncertainty over the image sample (``bench.metrics.metric_interval``):
     ``per_image(generated, ctx) -> (n,) tensor`` when it is the mean of per-image values, or
@@ -302,6 +307,14 @@ class MetricInfo:
     def __post_init__(self) -> None:
         if self.reference not in REFERENCES:
             raise ValueError(f"metric {self.name!r}: reference must be one of {REFERENCES}")
+        if not self.label:
+            object.__setattr__(self, "label", default_metric_label(self.name))  # frozen: set once, here
+
+
+def default_metric_label(name: str) -> str:
+    """A metric's label when its spec gives none: its name in words ("token_agreement" ->
+    "token agreement"); also how figures name metrics of runs that recorded no label."""
+    return name.replace("_", " ")
 
 
 @dataclass

@@ -55,7 +55,7 @@ CLIP_WEIGHTS_ENV = "MIGM_CLIP_WEIGHTS"
 CLIP_MODEL_ENV = "MIGM_CLIP_MODEL"
 CLIP_BATCH_ENV = "MIGM_CLIP_BATCH_SIZE"
 DEFAULT_CLIP_MODEL = "ViT-L-14-quickgelu"
-CLIP_SCORE_INFO = MetricInfo("clip_score", "", True, "condition")
+CLIP_SCORE_INFO = MetricInfo("clip_score", "", True, "condition", label="CLIPScore")
 _CTOR_KEYS = ("embed_dim", "vision_cfg", "text_cfg", "quick_gelu", "init_logit_scale", "init_logit_bias",
               "nonscalar_logit_scale")  # fmt: skip
 _IGNORED_KEYS = ("custom_text", "preprocess_cfg")

@@ -60,7 +60,7 @@ TOKENIZER_ENV = "MIGM_IMAGE_REWARD_TOKENIZER"
 BATCH_ENV = "MIGM_IMAGE_REWARD_BATCH_SIZE"
 MED_CONFIG_FILE = "med_config.json"
 TOKENIZER_DIR = "bert-base-uncased"
-IMAGE_REWARD_INFO = MetricInfo("image_reward", "", True, "condition")
+IMAGE_REWARD_INFO = MetricInfo("image_reward", "", True, "condition", label="ImageReward")
 
 REWARD_MEAN = 0.16717362830052426  # ImageReward.py: self.mean
 REWARD_STD = 1.0333394966054072  # ImageReward.py: self.std

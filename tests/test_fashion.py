@@ -28,6 +28,23 @@ def test_shipped_weights_load_with_provenance():
     assert images.shape == (2, 1, 32, 32) and images.min() >= 0 and images.max() <= 1
 
 
+def test_models_declare_their_dataset_and_fashion_metrics_check_it():
+    """BaseModel.dataset says what a model was trained on; the Fashion metrics read it (no
+    attribute probing) and refuse any other model in one line naming both."""
+    from base_models.fashion.metrics import require_fashion
+    from base_models.maskgit.testing import tiny_maskgit
+    from bench.specs import MetricUnavailable
+
+    require_fashion(load_fashion(), "fid")  # accepted
+    tiny = tiny_maskgit(0)
+    assert tiny.dataset is None  # random weights: trained on nothing
+    with pytest.raises(MetricUnavailable) as refused:
+        require_fashion(tiny, "fid")
+    message = str(refused.value)
+    assert "\n" not in message and "fid needs a Fashion-MNIST model" in message
+    assert "'maskgit-tiny' has dataset=None" in message
+
+
 def test_tokenizer_reconstructs_test_images():
     """The shipped tokenizer's metadata promises all codes used and a real reconstruction."""
     _, meta = read_safetensors(WEIGHTS / "tokenizer.safetensors", "vqgan")

@@ -208,6 +208,39 @@ def test_fashion_metrics_unavailable_for_other_models():
             factory(imagenet_model)
 
 
+def test_metric_needing_a_dataset_refuses_other_models_in_one_line():
+    from bench.metrics import require_dataset
+
+    imagenet_model = types.SimpleNamespace(name="maskgit-imagenet", dataset="imagenet")
+    require_dataset(imagenet_model, "imagenet", "fid_imagenet")  # fits: no error
+    for other in ("fashion-mnist", None):
+        model = types.SimpleNamespace(name="other", dataset=other)
+        with pytest.raises(MetricUnavailable) as refused:
+            require_dataset(model, "imagenet", "fid_imagenet")
+        assert str(refused.value) == (
+            f"fid_imagenet needs a base model trained on imagenet; base model 'other' has dataset={other!r}"
+        )
+
+
+def test_builtin_metric_specs_declare_their_labels():
+    """Labels come from the specs (recorded in run.json by the runner), not from bench.plots."""
+    from base_models.fashion import metrics as fashion
+    from bench import metrics as generic
+    from metrics import plugin as t2i
+
+    specs = []
+    for plugin in (generic, fashion, t2i):
+        plugin.register_metrics(specs.append)
+    labels = {s.info.name: s.info.label for s in specs}
+    assert labels == {
+        "psnr_vs_vanilla": "PSNR vs vanilla", "ssim_vs_vanilla": "SSIM vs vanilla",
+        "token_agreement": "token agreement", "feature_cosine": "feature cosine",
+        "fid_inception": "FID (Inception-v3)", "fid": "FID (Fashion classifier)", "kid": "KID (Fashion classifier)",
+        "class_accuracy": "class accuracy (Fashion classifier)", "inception_score": "IS (Fashion classifier)",
+        "clip_score": "CLIPScore", "image_reward": "ImageReward",
+    }  # fmt: skip
+
+
 def test_missing_classifier_makes_metric_unavailable(tmp_path):
     from base_models.fashion.metrics import classifier_for_metrics
 

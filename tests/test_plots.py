@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -9,6 +10,7 @@ import pandas as pd
 import pytest
 
 from bench.plots import metric_label, pareto_frontier, plot_run, plotted_points, report_markdown
+from bench.protocol import MetricInfo
 
 
 def test_frontier_higher_is_better():
@@ -29,8 +31,31 @@ def test_frontier_lower_is_better_and_nan_and_ties():
 def test_metric_label_states_direction_and_names_the_feature_network():
     meta = {"metrics": [{"name": "fid", "label": "FID (Fashion classifier)", "higher_is_better": False}]}
     assert metric_label("fid", False, meta=meta) == "FID (Fashion classifier) (lower is better)"
-    assert metric_label("fid", False) == "FID (feature network not recorded) (lower is better)"  # never bare
-    assert metric_label("psnr_vs_vanilla", True, "dB") == "PSNR vs vanilla [dB] (higher is better)"
+    # the label comes from the metric's spec, as the runner records it in run.json (no table in bench.plots)
+    from bench.fidelity_metrics import PSNRVsVanilla
+
+    recorded = {"metrics": [dataclasses.asdict(PSNRVsVanilla.info)]}
+    assert metric_label("psnr_vs_vanilla", True, "dB", recorded) == "PSNR vs vanilla [dB] (higher is better)"
+    # runs that recorded no label (older run folders): the metric's name in words
+    assert metric_label("psnr_vs_vanilla", True, "dB") == "psnr vs vanilla [dB] (higher is better)"
+    assert metric_label("fid", False, meta={"metrics": [{"name": "fid", "label": ""}]}) == "fid (lower is better)"
+
+
+def test_spec_label_is_recorded_and_named_on_the_axis(tmp_path):
+    """A metric's label comes from its spec: MetricInfo's label, or one derived from its name,
+    is what the runner writes into run.json and what the figure's y axis and the report say."""
+    from bench.plots import pareto_figure
+
+    assert MetricInfo("token_agreement", "", True, "vanilla").label == "token agreement"  # derived
+    custom = MetricInfo("class_accuracy", "fraction", True, "condition", label="accuracy (my judge)")
+    run = make_run(tmp_path)
+    meta = json.loads((run / "run.json").read_text())
+    meta["metrics"].append(dataclasses.asdict(custom))  # as bench.runner records each metric's spec
+    (run / "run.json").write_text(json.dumps(meta))
+    fig, _labels = pareto_figure(run, "class_accuracy")
+    assert fig.axes[0].get_ylabel() == "accuracy (my judge) (higher is better)"
+    assert "accuracy (my judge) vs speed-up" in fig.axes[0].get_title()
+    assert "accuracy (my judge) ↑" in report_markdown(run)
 
 
 ROWS = [  # accelerator, config_tag, steps, latency, fid, class_accuracy, status, error
@@ -232,3 +257,37 @@ def test_labels_are_whole_apart_and_inside_the_axes():
             assert axes.x0 <= a.x0 and a.x1 <= axes.x1 and axes.y0 <= a.y0 and a.y1 <= axes.y1, texts[i]
             for j in range(i):
                 assert not a.overlaps(boxes[j]), (texts[i], texts[j])
+
+
+class _LabelledMetric:
+    """A test metric whose spec declares its own display label."""
+
+    info = MetricInfo("brightness", "", True, "data", label="brightness (test probe)")
+
+    def compute(self, generated, ctx) -> float:
+        return float(generated.images.mean())
+
+
+def test_runner_records_the_spec_label_and_the_figure_shows_it(manager, tmp_path):
+    """End to end: the label a metric's spec declares reaches run.json through the runner,
+    and the Pareto figure (a pure function of the result files) names the y axis with it."""
+    from conftest import TINY_MODEL
+
+    from bench.hookspecs import hookimpl
+    from bench.plots import pareto_figure
+    from bench.runner import Sweep, run_sweep
+    from bench.specs import MetricSpec
+
+    class Plugin:
+        @hookimpl
+        def register_metrics(self, register):
+            register(MetricSpec(info=_LabelledMetric.info, factory=lambda model: _LabelledMetric(), default=False))
+
+    manager.register(Plugin())
+    sweep = Sweep(model=TINY_MODEL, accelerators=["few-step:steps=4"], images=2, batch_size=2, replicates=1,
+                  warmup=0, out=str(tmp_path), name="run", device="cpu", metrics=["brightness"])  # fmt: skip
+    run_dir = run_sweep(sweep, manager=manager, command=["test"], progress=False)
+    recorded = {m["name"]: m for m in json.loads((run_dir / "run.json").read_text())["metrics"]}
+    assert recorded["brightness"]["label"] == "brightness (test probe)"
+    fig, _labels = pareto_figure(run_dir, "brightness")
+    assert fig.axes[0].get_ylabel() == "brightness (test probe) (higher is better)"

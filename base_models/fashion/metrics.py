@@ -14,7 +14,7 @@ Registers:
     ``ssim_vs_vanilla``, ``token_agreement``, ``feature_cosine``.
 
 FID/KID/accuracy/IS need 1x32x32 images of Fashion-MNIST, so their factories raise
-``MetricUnavailable`` for any base model whose ``dataset`` is not "fashion-mnist", and when
+``MetricUnavailable`` for any base model whose ``BaseModel.dataset`` is not "fashion-mnist", and when
 the classifier weights or the test split are missing.
 """
 
@@ -36,7 +36,7 @@ from base_models.fashion.classifier import (
     load_classifier,
 )
 from bench.hookspecs import hookimpl
-from bench.metrics import FIDMetric, KIDMetric, RealFeatures, inception_score
+from bench.metrics import FIDMetric, KIDMetric, RealFeatures, inception_score, require_dataset
 from bench.protocol import BaseModel, GeneratedBatch, MetricInfo
 from bench.specs import MetricContext, MetricSpec, MetricUnavailable
 
@@ -53,13 +53,8 @@ INCEPTION_SCORE_INFO = MetricInfo("inception_score", "", True, "data", label="IS
 
 
 def require_fashion(model: BaseModel, metric: str) -> None:
-    """MetricUnavailable unless ``model`` generates Fashion-MNIST images."""
-    dataset = getattr(model, "dataset", None)
-    if dataset != DATASET:
-        raise MetricUnavailable(
-            f"{metric} needs a Fashion-MNIST model (1x32x32 grayscale); base model "
-            f"{getattr(model, 'name', type(model).__name__)!r} has dataset={dataset!r}"
-        )
+    """MetricUnavailable unless ``model`` declares it generates Fashion-MNIST (``BaseModel.dataset``)."""
+    require_dataset(model, DATASET, metric, needs="a Fashion-MNIST model (1x32x32 grayscale)")
 
 
 @functools.lru_cache(maxsize=4)

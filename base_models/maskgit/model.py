@@ -26,13 +26,13 @@ class MaskGITModel:
         vqgan: VQModel | None,
         name: str = "maskgit",
         default_sampling: SamplingSettings | None = None,
-        dataset: str = "",
+        dataset: str | None = None,
     ) -> None:
         self.transformer = transformer.eval()
         self.vqgan = vqgan.eval() if vqgan is not None else None
         cfg = transformer.cfg
         self.name = name
-        self.dataset = dataset
+        self.dataset = dataset  # BaseModel.dataset: what it was trained on (None: not told)
         self.num_image_tokens = cfg.num_image_tokens
         self.seq_len = cfg.num_image_tokens + 1
         self.codebook_size = cfg.codebook_size

@@ -151,7 +151,8 @@ def build_maskgit(cfg: MaskGITPluginConfig, device: torch.device) -> MaskGITMode
             transformer = _auto_transformer(cfg, vqgan)
         else:
             transformer = _load_transformer(cfg.checkpoint, CONFIGS[cfg.config])
-        model = MaskGITModel(transformer, vqgan, name=f"maskgit-{cfg.config}")
+        dataset = "imagenet" if cfg.config in CONFIGS else None  # "auto": any v1 checkpoint, data unknown
+        model = MaskGITModel(transformer, vqgan, name=f"maskgit-{cfg.config}", dataset=dataset)
     model.default_sampling = sampling
     return model.to(device)
 

@@ -1,0 +1,193 @@
+"""Distribution metrics against real images (reference "data"), with any feature extractor:
+
+* ``FIDMetric``: torchmetrics ``FrechetInceptionDistance(feature=module)`` (Heusel et al.
+  2017); ``KIDMetric``: torchmetrics ``KernelInceptionDistance`` (Binkowski et al. 2018).
+  The real images' features come from a ``bench.real_features.RealFeatures``.
+* ``inception_score`` (Salimans et al. 2016) from any classifier's logits.
+* ``require_dataset``: the refusal of a metric whose real data or feature network only fit
+  base models trained on one dataset (``BaseModel.dataset``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from bench.protocol import BaseModel, GeneratedBatch, MetricInfo
+from bench.real_features import FrozenExtractor, RealFeatures, extract_features, module_device
+from bench.specs import MetricContext, MetricUnavailable
+
+
+def require_dataset(model: BaseModel, dataset: str, metric: str, needs: str = "") -> None:
+    """MetricUnavailable, in one line, unless ``model`` declares it was trained on ``dataset``
+    (``BaseModel.dataset``). ``needs`` says what the metric needs in words (default: a model
+    trained on ``dataset``)."""
+    if model.dataset != dataset:
+        raise MetricUnavailable(
+            f"{metric} needs {needs or f'a base model trained on {dataset}'}; base model "
+            f"{model.name!r} has dataset={model.dataset!r}"
+        )
+
+
+def _check_images(images: Tensor, name: str) -> Tensor:
+    if images.dim() != 4:
+        raise ValueError(f"{name}: expected images (n, C, H, W), got shape {tuple(images.shape)}")
+    if len(images) < 2:
+        raise ValueError(f"{name}: needs at least 2 generated images, got {len(images)}")
+    return images.detach().float()
+
+
+class FIDMetric:
+    """Fréchet distance between Gaussian fits of real and generated features
+    (torchmetrics ``FrechetInceptionDistance`` with a custom ``feature`` module, float
+    input, i.e. ``normalize=True``). The real statistics are injected from ``real``'s
+    cached features instead of re-running the extractor on the real set every call."""
+
+    min_images = 2  # checked before a sweep samples anything
+
+    def __init__(
+        self, info: MetricInfo, extractor: nn.Module, real: RealFeatures, batch_size: int = 500
+    ) -> None:
+        self.info = info
+        self.real = real
+        self.extractor = extractor
+        self.batch_size = batch_size
+
+    def compute(self, generated: GeneratedBatch, ctx: MetricContext) -> float:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        device = module_device(self.extractor)
+        images = _check_images(generated.images, self.info.name).to(device)
+        real = self.real.get(ctx).double().to(device)  # (n_real, d)
+        fid = FrechetInceptionDistance(
+            feature=FrozenExtractor(self.extractor, real.shape[1]), reset_real_features=False, normalize=True
+        ).to(device)
+        fid.real_features_sum = real.sum(0)
+        fid.real_features_cov_sum = real.T @ real
+        fid.real_features_num_samples = torch.tensor(len(real), dtype=torch.long)
+        for i in range(0, len(images), self.batch_size):
+            fid.update(images[i : i + self.batch_size], real=False)
+        return float(fid.compute())
+
+    def resampled(self, generated: GeneratedBatch, ctx: MetricContext, indices: np.ndarray) -> list[float]:
+        """FID of each image resample, indices (R, n) (``metric_interval``)."""
+        return _fid_resampled(self, generated, ctx, indices)
+
+
+def frechet_distance(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> float:
+    """||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2)) (Heusel et al. 2017); the trace
+    of the square root is the sum of the square roots of the eigenvalues of S1 S2 (real and
+    non-negative for covariance matrices, up to rounding)."""
+    diff = mu1 - mu2
+    root_trace = torch.linalg.eigvals(cov1 @ cov2).real.clamp_min(0).sqrt().sum()
+    return float(diff @ diff + cov1.trace() + cov2.trace() - 2 * root_trace)
+
+
+def _fid_resampled(
+    metric: FIDMetric, generated: GeneratedBatch, ctx: MetricContext, indices: np.ndarray
+) -> list[float]:
+    feats = extract_features(
+        metric.extractor, _check_images(generated.images, metric.info.name)
+    ).double()  # (n, d)
+    real = metric.real.get(ctx).double()  # (n_real, d)
+    mu_r, cov_r = real.mean(0), torch.cov(real.T)
+    out = []
+    for idx in indices:  # (n,) image indices, with replacement
+        f = feats[torch.from_numpy(idx)]
+        out.append(frechet_distance(f.mean(0), torch.cov(f.T), mu_r, cov_r))
+    return out
+
+
+class KIDMetric:
+    """Kernel Inception Distance: unbiased polynomial-kernel MMD^2 averaged over random
+    subsets (torchmetrics ``KernelInceptionDistance``; degree 3, gamma 1/d, coef 1).
+    Subsets are drawn under a fixed seed inside ``torch.random.fork_rng`` so results are
+    reproducible and global random state is untouched. Reported: the subset mean."""
+
+    min_images = 2  # checked before a sweep samples anything
+
+    def __init__(
+        self,
+        info: MetricInfo,
+        extractor: nn.Module,
+        real: RealFeatures,
+        subsets: int = 100,
+        subset_size: int = 1000,
+        seed: int = 0,
+        batch_size: int = 500,
+    ) -> None:
+        self.info = info
+        self.real = real
+        self.extractor = extractor
+        self.subsets = subsets
+        self.subset_size = subset_size
+        self.seed = seed
+        self.batch_size = batch_size
+
+    def compute(self, generated: GeneratedBatch, ctx: MetricContext) -> float:
+        from torchmetrics.image.kid import KernelInceptionDistance
+
+        device = module_device(self.extractor)
+        images = _check_images(generated.images, self.info.name).to(device)
+        real = self.real.get(ctx).to(device)
+        size = min(self.subset_size, len(real), len(images))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "will save all extracted features in buffer"
+            kid = KernelInceptionDistance(
+                feature=FrozenExtractor(self.extractor, real.shape[1]),
+                subsets=self.subsets,
+                subset_size=size,
+                reset_real_features=False,
+                normalize=True,
+            ).to(device)
+        kid.real_features = [real]
+        for i in range(0, len(images), self.batch_size):
+            kid.update(images[i : i + self.batch_size], real=False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            mean, _std = kid.compute()
+        return float(mean)
+
+    def resampled(self, generated: GeneratedBatch, ctx: MetricContext, indices: np.ndarray) -> list[float]:
+        """KID of each image resample, indices (R, n) (``metric_interval``)."""
+        return _kid_resampled(self, generated, ctx, indices)
+
+
+def _kid_resampled(
+    metric: KIDMetric, generated: GeneratedBatch, ctx: MetricContext, indices: np.ndarray
+) -> list[float]:
+    """Unbiased MMD^2 (polynomial kernel, as ``KIDMetric``) of each image resample against one
+    fixed random subset of the real features; from the kernel matrices, computed once."""
+    f = extract_features(
+        metric.extractor, _check_images(generated.images, metric.info.name)
+    ).double()  # (n, d)
+    real = metric.real.get(ctx).double()
+    s = min(metric.subset_size, len(real), len(f))
+    r = real[torch.randperm(len(real), generator=torch.Generator().manual_seed(metric.seed))[:s]]  # (s, d)
+
+    def kernel(a: Tensor, b: Tensor) -> Tensor:
+        return (a @ b.T / a.shape[1] + 1) ** 3
+
+    k_ff, k_fr, k_rr = kernel(f, f), kernel(f, r), kernel(r, r)  # (n, n), (n, s), (s, s)
+    n = len(f)
+    counts = torch.from_numpy(np.stack([np.bincount(i, minlength=n) for i in indices])).double()  # (R, n)
+    # resample X = f[idx]: sum over pairs a != b of k(X_a, X_b) = c^T K c - c . diag(K)
+    xx = ((counts @ k_ff) * counts).sum(1) - counts @ k_ff.diagonal()
+    yy = (k_rr.sum() - k_rr.trace()) / (s * (s - 1))
+    xy = counts @ k_fr.sum(1) / (n * s)
+    return (xx / (n * (n - 1)) + yy - 2 * xy).tolist()
+
+
+def inception_score(logits: Tensor) -> float:
+    """Inception Score (Salimans et al. 2016), one split: exp(E_x KL(p(y|x) || p(y))),
+    p(y) the mean prediction over the set. (n, K) logits -> float in [1, K]."""
+    if logits.dim() != 2 or len(logits) < 1:
+        raise ValueError(f"inception_score expects (n, K) logits, got shape {tuple(logits.shape)}")
+    log_p = torch.log_softmax(logits.double(), dim=1)  # (n, K) log p(y|x)
+    log_marginal = torch.logsumexp(log_p, dim=0) - math.log(len(logits))  # (K,) log p(y)
+    kl = (log_p.exp() * (log_p - log_marginal)).sum(1)  # (n,)
+    return float(kl.mean().exp())
