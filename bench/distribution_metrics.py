@@ -11,12 +11,13 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from bench.batch_memo import BatchMemo
+from bench.feature_stats import frechet_resampled, kid_subsets
 from bench.protocol import BaseModel, GeneratedBatch, MetricInfo
 from bench.real_features import FrozenExtractor, RealFeatures, extract_features, module_device
 from bench.specs import MetricContext, MetricUnavailable
@@ -56,6 +57,11 @@ class FIDMetric:
         self.real = real
         self.extractor = extractor
         self.batch_size = batch_size
+        self._features = BatchMemo()
+
+    def features(self, generated: GeneratedBatch) -> Tensor:
+        """(n, d) float64 features of the generated images (extracted once per batch)."""
+        return self._features.get((generated,), lambda: _features_of(self, generated))
 
     def compute(self, generated: GeneratedBatch, ctx: MetricContext) -> float:
         from torchmetrics.image.fid import FrechetInceptionDistance
@@ -87,19 +93,17 @@ def frechet_distance(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> fl
     return float(diff @ diff + cov1.trace() + cov2.trace() - 2 * root_trace)
 
 
+def _features_of(metric: FIDMetric | KIDMetric, generated: GeneratedBatch) -> Tensor:
+    images = _check_images(generated.images, metric.info.name)
+    return extract_features(metric.extractor, images, metric.batch_size).double()  # (n, d)
+
+
 def _fid_resampled(
     metric: FIDMetric, generated: GeneratedBatch, ctx: MetricContext, indices: np.ndarray
 ) -> list[float]:
-    feats = extract_features(
-        metric.extractor, _check_images(generated.images, metric.info.name)
-    ).double()  # (n, d)
-    real = metric.real.get(ctx).double()  # (n_real, d)
-    mu_r, cov_r = real.mean(0), torch.cov(real.T)
-    out = []
-    for idx in indices:  # (n,) image indices, with replacement
-        f = feats[torch.from_numpy(idx)]
-        out.append(frechet_distance(f.mean(0), torch.cov(f.T), mu_r, cov_r))
-    return out
+    """FID of each resample (``bench.feature_stats.frechet_resampled``: S_r^(1/2) once, a
+    symmetric eigensolver per resample)."""
+    return frechet_resampled(metric.features(generated), metric.real.get(ctx), indices)
 
 
 class KIDMetric:
@@ -127,30 +131,24 @@ class KIDMetric:
         self.subset_size = subset_size
         self.seed = seed
         self.batch_size = batch_size
+        self._features = BatchMemo()
+        self._real64: tuple[Tensor, Tensor] | None = None  # (real features, their float64 copy)
+        self._kid_cache: dict = {}  # real-real kernel sums per subset (bench.feature_stats)
+
+    def features(self, generated: GeneratedBatch) -> Tensor:
+        """(n, d) float64 features of the generated images (extracted once per batch)."""
+        return self._features.get((generated,), lambda: _features_of(self, generated))
 
     def compute(self, generated: GeneratedBatch, ctx: MetricContext) -> float:
-        from torchmetrics.image.kid import KernelInceptionDistance
-
-        device = module_device(self.extractor)
-        images = _check_images(generated.images, self.info.name).to(device)
-        real = self.real.get(ctx).to(device)
-        size = min(self.subset_size, len(real), len(images))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "will save all extracted features in buffer"
-            kid = KernelInceptionDistance(
-                feature=FrozenExtractor(self.extractor, real.shape[1]),
-                subsets=self.subsets,
-                subset_size=size,
-                reset_real_features=False,
-                normalize=True,
-            ).to(device)
-        kid.real_features = [real]
-        for i in range(0, len(images), self.batch_size):
-            kid.update(images[i : i + self.batch_size], real=False)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            mean, _std = kid.compute()
-        return float(mean)
+        """torchmetrics' subsets and rule (``bench.feature_stats.kid_subsets``) in float64; the
+        real-real kernel sums of each subset are kept for the next configuration."""
+        real = self.real.get(ctx)
+        if self._real64 is None or self._real64[0] is not real:
+            self._real64 = (real, real.double())
+        fake = self.features(generated)
+        size = min(self.subset_size, len(real), len(fake))
+        mean, _std = kid_subsets(self._real64[1], fake, self.subsets, size, self.seed, cache=self._kid_cache)
+        return mean
 
     def resampled(self, generated: GeneratedBatch, ctx: MetricContext, indices: np.ndarray) -> list[float]:
         """KID of each image resample, indices (R, n) (``metric_interval``)."""
@@ -162,9 +160,7 @@ def _kid_resampled(
 ) -> list[float]:
     """Unbiased MMD^2 (polynomial kernel, as ``KIDMetric``) of each image resample against one
     fixed random subset of the real features; from the kernel matrices, computed once."""
-    f = extract_features(
-        metric.extractor, _check_images(generated.images, metric.info.name)
-    ).double()  # (n, d)
+    f = metric.features(generated)  # (n, d)
     real = metric.real.get(ctx).double()
     s = min(metric.subset_size, len(real), len(f))
     r = real[torch.randperm(len(real), generator=torch.Generator().manual_seed(metric.seed))[:s]]  # (s, d)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from bench.batch_memo import BatchMemo
 from bench.protocol import GeneratedBatch, MetricInfo
 from bench.specs import MetricContext, MetricSpec
 
@@ -112,14 +113,16 @@ class _VanillaFidelity:
     info: MetricInfo
 
     def __init__(self, model=None) -> None:  # metric factories receive the base model; unused here
-        pass
+        self._memo = BatchMemo()  # compute() and the interval score the same pair once
 
     def compute(self, generated: GeneratedBatch, ctx: MetricContext) -> float:
         return float(self.per_image(generated, ctx).mean())
 
     def per_image(self, generated: GeneratedBatch, ctx: MetricContext) -> Tensor:
         """(n,) per-image values; the metric is their mean (bootstrapped over images)."""
-        return self._score(generated, paired_reference(generated, ctx))
+        return self._memo.get(
+            (generated, ctx.vanilla), lambda: self._score(generated, paired_reference(generated, ctx))
+        )
 
     def _score(self, generated: GeneratedBatch, ref: GeneratedBatch) -> Tensor:
         raise NotImplementedError

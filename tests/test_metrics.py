@@ -148,6 +148,38 @@ def test_kid_zero_for_same_set_and_deterministic(tmp_path):
     assert far > 10 * abs(same) and far == metric.compute(shifted, ctx())
 
 
+def test_kid_metric_equals_torchmetrics_and_the_interval_reuses_the_features(tmp_path):
+    from bench.metrics import metric_interval
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    calls = []
+
+    class Counting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = tiny_extractor()
+
+        def forward(self, x):
+            calls.append(len(x))
+            return self.inner(x)
+
+    ext, real_images = Counting(), images(200, 0)
+    real = RealFeatures("toy", real_images, ext, cache_dir=False)
+    metric = KIDMetric(KID, ext, real, subsets=15, subset_size=60, seed=4)
+    generated, c = batch(images(80, 1, shift=0.2)), ctx()
+    value = metric.compute(generated, c)
+    reference = KernelInceptionDistance(feature=ext.inner, subsets=15, subset_size=60)  # torchmetrics' own
+    reference.real_features = [real.get(c).double()]
+    reference.fake_features = [ext.inner(generated.images.float()).double()]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(4)
+        expected = float(reference.compute()[0])
+    assert value == pytest.approx(expected, rel=1e-9)
+    calls.clear()
+    metric_interval(metric, generated, c, value)
+    assert calls == []  # the interval reuses the features compute() extracted
+
+
 def test_fid_needs_two_images(tmp_path):
     ext = tiny_extractor()
     metric = FIDMetric(FID, ext, RealFeatures("toy", images(20, 0), ext, cache_dir=False))

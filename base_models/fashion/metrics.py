@@ -35,6 +35,7 @@ from base_models.fashion.classifier import (
     PenultimateFeatures,
     load_classifier,
 )
+from bench.batch_memo import BatchMemo
 from bench.hookspecs import hookimpl
 from bench.metrics import FIDMetric, KIDMetric, RealFeatures, inception_score, require_dataset
 from bench.protocol import BaseModel, GeneratedBatch, MetricInfo
@@ -122,9 +123,13 @@ class _ClassifierMetric:
 
     def __init__(self, classifier: FashionClassifier) -> None:
         self.classifier = classifier
+        self._memo = BatchMemo()  # compute() and the interval classify the same batch once
+
+    def logits(self, generated: GeneratedBatch) -> Tensor:
+        return self._memo.get((generated,), lambda: self._classify(generated))
 
     @torch.no_grad()
-    def logits(self, generated: GeneratedBatch) -> Tensor:
+    def _classify(self, generated: GeneratedBatch) -> Tensor:
         images = _images_of(generated, self.info.name)
         self.classifier.eval()
         return torch.cat(
