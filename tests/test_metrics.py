@@ -149,8 +149,9 @@ def test_kid_zero_for_same_set_and_deterministic(tmp_path):
 
 
 def test_kid_metric_equals_torchmetrics_and_the_interval_reuses_the_features(tmp_path):
-    from bench.metrics import metric_interval
     from torchmetrics.image.kid import KernelInceptionDistance
+
+    from bench.metrics import metric_interval
 
     calls = []
 
