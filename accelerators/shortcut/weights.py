@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from accelerators.shortcut.model import ShortcutNet, ShortcutNetConfig
 from bench.integrity import IntegrityError, record, verify
 from bench.protocol import BaseModel
+from bench.results import atomic_save_safetensors
 
 FORMAT = "migm-bench-shortcut"
 VERSION = "1"
@@ -61,9 +61,7 @@ def save_shortcut(
     for key, value in (extra or {}).items():
         meta[key] = value if isinstance(value, str) else json.dumps(value)
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
+    atomic_save_safetensors(path, tensors, metadata=meta)
     record(path)  # a shipped file: keep its folder's INTEGRITY.json in step
     return path
 
