@@ -47,14 +47,34 @@ def scheduled_lrs(factor, base: float, steps: int) -> list[float]:
 # (bf45e24), ``base * (step + 1) / warmup`` in the warm-up, then
 # ``base * (0.1 + 0.9 * 0.5 * (1 + cos(pi * progress)))``, printed with repr().
 OLD_COSINE_LR = {
-    (3000, 1e-3, 200): {0: 5e-06, 1: 1e-05, 99: 0.0005, 150: 0.000755, 199: 0.001, 200: 0.001,
-                        201: 0.0009999997167524544, 1000: 0.0008305704108364302,
-                        2999: 0.00010000028324754558},
-    (1200, 5e-4, 100): {0: 5e-06, 99: 0.0005, 150: 0.0004977098244232099, 200: 0.000490885919063262,
-                        1000: 8.571795511298422e-05, 1199: 5.000091762788463e-05},
-    (1872, 2e-3, 100): {0: 2e-05, 1: 4e-05, 99: 0.002, 201: 0.001985609799878923,
-                        1000: 0.0010776636551071822, 1871: 0.00020000141444058856},
-}  # fmt: skip
+    (3000, 1e-3, 200): {
+        0: 5e-06,
+        1: 1e-05,
+        99: 0.0005,
+        150: 0.000755,
+        199: 0.001,
+        200: 0.001,
+        201: 0.0009999997167524544,
+        1000: 0.0008305704108364302,
+        2999: 0.00010000028324754558,
+    },
+    (1200, 5e-4, 100): {
+        0: 5e-06,
+        99: 0.0005,
+        150: 0.0004977098244232099,
+        200: 0.000490885919063262,
+        1000: 8.571795511298422e-05,
+        1199: 5.000091762788463e-05,
+    },
+    (1872, 2e-3, 100): {
+        0: 2e-05,
+        1: 4e-05,
+        99: 0.002,
+        201: 0.001985609799878923,
+        1000: 0.0010776636551071822,
+        1871: 0.00020000141444058856,
+    },
+}
 
 
 @pytest.mark.parametrize("total, base, warmup", list(OLD_COSINE_LR))
@@ -70,8 +90,14 @@ def test_warmup_cosine_scheduler_reproduces_the_former_rule(total, base, warmup)
 def test_shortcut_cosine_schedule_reproduces_the_former_rule():
     # Expected: the former accelerators.shortcut.train.lr_factor on main (bf45e24),
     # ``low + (1 - low) * 0.5 * (1 + cos(pi * min(1, it / iters)))`` with low = 0.1.
-    expected = {0: 1.0, 1: 0.9999994448348666, 500: 0.8681980515339464, 1000: 0.55,
-                1999: 0.10000055516513343, 2000: 0.1}  # fmt: skip
+    expected = {
+        0: 1.0,
+        1: 0.9999994448348666,
+        500: 0.8681980515339464,
+        1000: 0.55,
+        1999: 0.10000055516513343,
+        2000: 0.1,
+    }
     options = TrainOptions(data="", iters=2000, lr_schedule="cosine")
     assert {it: lr_factor(options, it) for it in expected} == expected
     lrs = scheduled_lrs(warmup_cosine(2000, warmup=0, floor=0.1), 1.0, 2001)
@@ -152,7 +178,9 @@ def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(path, 2, {"net": net})
     monkeypatch.undo()
-    assert load_checkpoint(path, {"net": net})[0] == 1 and [p.name for p in tmp_path.iterdir()] == ["state.pt"]
+    assert load_checkpoint(path, {"net": net})[0] == 1 and [p.name for p in tmp_path.iterdir()] == [
+        "state.pt"
+    ]
 
 
 def test_curve_keeps_rows_up_to_the_resumed_step(tmp_path):
@@ -238,11 +266,30 @@ def straight_and_resumed(run, recorder, stop_at: int) -> tuple[list[float], list
 # (/tmp/training-record/record_old.py of the training helper). With 1 thread the losses
 # differ in the 7th digit, hence rel=1e-5.
 OLD_TOKENIZER_LOSSES = [2.0094170570373535, 1.1508042812347412, 0.6755412817001343, 0.5138236880302429]
-OLD_MASKGIT_LOSSES = [5.547491550445557, 5.270471572875977, 5.135295391082764, 4.892021179199219, 4.763510704040527]
-OLD_CLASSIFIER_LOSSES = [2.3756322860717773, 2.2557640075683594, 2.3132781982421875, 2.1429007053375244,
-                         1.9978278875350952, 1.8923919200897217, 1.888736367225647, 1.8673666715621948]  # fmt: skip
-OLD_SHORTCUT_LOSSES = [0.30945977568626404, 0.2538907825946808, 0.18471798300743103, 0.1606374830007553,
-                       0.13681358098983765]  # fmt: skip
+OLD_MASKGIT_LOSSES = [
+    5.547491550445557,
+    5.270471572875977,
+    5.135295391082764,
+    4.892021179199219,
+    4.763510704040527,
+]
+OLD_CLASSIFIER_LOSSES = [
+    2.3756322860717773,
+    2.2557640075683594,
+    2.3132781982421875,
+    2.1429007053375244,
+    1.9978278875350952,
+    1.8923919200897217,
+    1.888736367225647,
+    1.8673666715621948,
+]
+OLD_SHORTCUT_LOSSES = [
+    0.30945977568626404,
+    0.2538907825946808,
+    0.18471798300743103,
+    0.1606374830007553,
+    0.13681358098983765,
+]
 OLD_SHORTCUT_VAL = {"val_mse": 0.16053906828165054, "val_cos": 0.9256324172019958}  # on the EMA weights
 
 
@@ -255,8 +302,9 @@ def random_tokenizer(path):
 
 def test_tokenizer_losses_are_unchanged(tmp_path, fake_fashion, recorder):
     settings = TokenizerTrainSettings(steps=4, batch_size=8, warmup=2, restart_every=3)
-    meta = train_tokenizer(tmp_path / "tok.safetensors", tmp_path / "w", settings, fake_fashion,
-                           curve=tmp_path / "curve.csv")  # fmt: skip
+    meta = train_tokenizer(
+        tmp_path / "tok.safetensors", tmp_path / "w", settings, fake_fashion, curve=tmp_path / "curve.csv"
+    )
     assert recorder.take() == pytest.approx(OLD_TOKENIZER_LOSSES, rel=1e-5)
     assert (meta["test_psnr_db"], meta["codes_used"]) == (pytest.approx(14.26, abs=2e-3), 119)
 
@@ -264,15 +312,27 @@ def test_tokenizer_losses_are_unchanged(tmp_path, fake_fashion, recorder):
 def test_maskgit_losses_are_unchanged_and_resume_is_exact(tmp_path, fake_fashion, recorder):
     tokenizer = random_tokenizer(tmp_path / "tok.safetensors")
     settings = MaskGITTrainSettings(steps=5, batch_size=4, warmup=2)
-    train_maskgit(tmp_path / "mg.safetensors", tokenizer, tmp_path / "w", settings, fake_fashion,
-                  curve=tmp_path / "c.csv")  # fmt: skip
+    train_maskgit(
+        tmp_path / "mg.safetensors",
+        tokenizer,
+        tmp_path / "w",
+        settings,
+        fake_fashion,
+        curve=tmp_path / "c.csv",
+    )
     assert recorder.take() == pytest.approx(OLD_MASKGIT_LOSSES, rel=1e-5)
 
     settings = MaskGITTrainSettings(steps=8, batch_size=4, warmup=2, checkpoint_every=4)
 
     def run(name):
-        return train_maskgit(tmp_path / f"{name}.safetensors", tokenizer, tmp_path / name, settings, fake_fashion,
-                             curve=tmp_path / f"{name}.csv")  # fmt: skip
+        return train_maskgit(
+            tmp_path / f"{name}.safetensors",
+            tokenizer,
+            tmp_path / name,
+            settings,
+            fake_fashion,
+            curve=tmp_path / f"{name}.csv",
+        )
 
     straight, resumed, _ = straight_and_resumed(run, recorder, stop_at=5)
     assert len(straight) == 8 and resumed == straight
@@ -283,40 +343,65 @@ def test_classifier_losses_are_unchanged_and_resume_mid_epoch_is_exact(tmp_path,
     config = ClassifierConfig(channels=(4, 8, 8), feature_dim=16)
 
     def run(name, checkpoint_every=200):
-        settings = ClassifierTrainSettings(epochs=2, batch_size=64, warmup=3, checkpoint_every=checkpoint_every)
-        return train_classifier(out=tmp_path / f"{name}.safetensors", work=tmp_path / name, data_root=fake_fashion,
-                                curve=tmp_path / f"{name}.csv", config=config, settings=settings, progress=False)  # fmt: skip
+        settings = ClassifierTrainSettings(
+            epochs=2, batch_size=64, warmup=3, checkpoint_every=checkpoint_every
+        )
+        return train_classifier(
+            out=tmp_path / f"{name}.safetensors",
+            work=tmp_path / name,
+            data_root=fake_fashion,
+            curve=tmp_path / f"{name}.csv",
+            config=config,
+            settings=settings,
+            progress=False,
+        )
 
     meta = run("old-settings")
     assert recorder.take() == pytest.approx(OLD_CLASSIFIER_LOSSES, rel=1e-5)
     assert (meta["test_accuracy"], meta["test_loss"]) == (0.10938, pytest.approx(2.26325, abs=2e-5))
 
     # 4 steps per epoch, a checkpoint every 3: the stop before step 4 resumes mid-epoch from step 3
-    straight, resumed, _ = straight_and_resumed(lambda name: run(name, checkpoint_every=3), recorder, stop_at=4)
+    straight, resumed, _ = straight_and_resumed(
+        lambda name: run(name, checkpoint_every=3), recorder, stop_at=4
+    )
     assert len(straight) == 8 and resumed == straight
     assert_same_weights(tmp_path / "straight.safetensors", tmp_path / "resumed.safetensors")
     assert curve_without_time(tmp_path / "resumed.csv") == curve_without_time(tmp_path / "straight.csv")
 
 
 def shortcut_options(tmp_path, name: str, **overrides) -> TrainOptions:
-    options = {"data": str(tmp_path / "data"), "out": str(tmp_path / f"{name}.safetensors"),
-               "work": str(tmp_path / name), "curve": str(tmp_path / f"{name}.csv"), "batch_size": 4, "lr": 1e-3,
-               "val_fraction": 0.2, "show_progress": False, **overrides}  # fmt: skip
+    options = {
+        "data": str(tmp_path / "data"),
+        "out": str(tmp_path / f"{name}.safetensors"),
+        "work": str(tmp_path / name),
+        "curve": str(tmp_path / f"{name}.csv"),
+        "batch_size": 4,
+        "lr": 1e-3,
+        "val_fraction": 0.2,
+        "show_progress": False,
+        **overrides,
+    }
     return TrainOptions(**options)
 
 
 def test_shortcut_losses_are_unchanged_and_resume_is_exact(tmp_path, recorder):
     tiny = tiny_maskgit(0, with_vqgan=False)
-    collect(tiny, tmp_path / "data", steps=4, images=6, batch_size=2, seed=0, shard_size=2, show_progress=False)
+    collect(
+        tiny, tmp_path / "data", steps=4, images=6, batch_size=2, seed=0, shard_size=2, show_progress=False
+    )
     recorder.take()
-    result = train(tiny, shortcut_options(tmp_path, "old-settings", iters=5, lr_schedule="cosine", val_every=5,
-                                          ckpt_every=5))  # fmt: skip
+    result = train(
+        tiny,
+        shortcut_options(tmp_path, "old-settings", iters=5, lr_schedule="cosine", val_every=5, ckpt_every=5),
+    )
     assert recorder.take() == pytest.approx(OLD_SHORTCUT_LOSSES, rel=1e-5)
     assert {k: result[k] for k in OLD_SHORTCUT_VAL} == pytest.approx(OLD_SHORTCUT_VAL, rel=1e-5)
 
     def run(name):
-        return train(tiny, shortcut_options(tmp_path, name, iters=8, decay_at=6, val_every=2, ckpt_every=4,
-                                            resume=True))  # fmt: skip
+        return train(
+            tiny,
+            shortcut_options(tmp_path, name, iters=8, decay_at=6, val_every=2, ckpt_every=4, resume=True),
+        )
 
     straight, resumed, straight_result = straight_and_resumed(run, recorder, stop_at=6)
     assert len(straight) == 8 and resumed == straight[:5] + straight[4:]  # step 5 ran twice

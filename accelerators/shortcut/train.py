@@ -323,7 +323,9 @@ def _resume(path: Path, parts: dict[str, Any], model: BaseModel, options: TrainO
     """Restore ``parts`` from the checkpoint at ``path`` (only with --resume); returns the
     iteration reached and the latest validation summary ((0, {}) without a checkpoint)."""
     if path.is_file() and not options.resume:
-        raise FileExistsError(f"{path} holds an earlier run; pass --resume to continue it or choose another --work")
+        raise FileExistsError(
+            f"{path} holds an earlier run; pass --resume to continue it or choose another --work"
+        )
 
     def same_network(extra: dict[str, Any]) -> None:
         if extra.get("net_config") != asdict(options.net) or extra.get("fingerprint") != model.fingerprint():
@@ -349,7 +351,8 @@ def _train(model: BaseModel, options: TrainOptions, rank: int, world: int) -> di
     scheduler = lr_scheduler(optimizer, lr_schedule(options))
     parts = {"net": net, "ema": ema, "optimizer": optimizer, "scheduler": scheduler}
     ckpt_path = work / CHECKPOINT
-    start_iter, metrics = _resume(ckpt_path, parts, model, options, device, rank)  # metrics: latest validation
+    # metrics: the latest validation summary
+    start_iter, metrics = _resume(ckpt_path, parts, model, options, device, rank)
 
     curve = TrainingCurve(curve_path, CURVE_FIELDS, "iter", start_iter) if rank == 0 else None
     generator = torch.Generator()
@@ -386,8 +389,8 @@ def _train(model: BaseModel, options: TrainOptions, rank: int, world: int) -> di
                           f" cos {metrics['val_cos']:.4f} (identity {metrics['val_cos_identity']:.4f})")  # fmt: skip
             loss_sum, loss_count = 0.0, 0
         if rank == 0 and (done % options.ckpt_every == 0 or done == options.iters):
-            save_checkpoint(ckpt_path, done, parts, {"net_config": asdict(options.net), "fingerprint": model.fingerprint(),
-                                                     "options": asdict(options), "metrics": metrics})  # fmt: skip
+            binding = {"net_config": asdict(options.net), "fingerprint": model.fingerprint()}
+            save_checkpoint(ckpt_path, done, parts, {**binding, "options": asdict(options), "metrics": metrics})
     bar.close()
 
     if rank == 0:

@@ -299,8 +299,8 @@ def train_classifier(
     ckpt = work / "classifier.pt"
     start, extra = load_checkpoint(ckpt, parts)
     history: list[dict] = extra.get("history", [])
-    # [loss sum, correct, images] of the current epoch so far (a mid-epoch checkpoint keeps them)
-    sums: list = extra.get("epoch_sums", [0.0, 0, 0])
+    fresh_sums = {"loss": 0.0, "correct": 0, "images": 0}  # this epoch's sums so far
+    sums = extra.get("epoch_sums", dict(fresh_sums))  # a mid-epoch checkpoint keeps them
     curve_csv = TrainingCurve(Path(curve), CURVE_FIELDS, "step", start)
     model.train()
     interval = 0.5 if sys.stderr.isatty() else 30.0  # keep nohup logs short
@@ -311,7 +311,7 @@ def train_classifier(
         mid_epoch = step > epoch * steps_per_epoch  # only right after a resume
         perm = _epoch_batches(settings, epoch, len(train_x), gen, gen.get_state() if mid_epoch else None)
         if not mid_epoch:
-            sums = [0.0, 0, 0]
+            sums = dict(fresh_sums)
         for b in range(step - epoch * steps_per_epoch, steps_per_epoch):
             idx = perm[b * settings.batch_size : (b + 1) * settings.batch_size]
             x = _random_shift(train_x[idx], settings.shift, gen) if settings.shift else train_x[idx]
@@ -320,17 +320,20 @@ def train_classifier(
             loss = F.cross_entropy(logits, y)
             optimizer_step(loss, opt, schedule)
             step += 1
-            sums = [sums[0] + loss.item() * len(y), sums[1] + int((logits.argmax(1) == y).sum()), sums[2] + len(y)]
+            sums["loss"] += loss.item() * len(y)
+            sums["correct"] += int((logits.argmax(1) == y).sum())
+            sums["images"] += len(y)
+            train_loss, train_acc = sums["loss"] / sums["images"], sums["correct"] / sums["images"]
             bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{sums[0] / sums[2]:.4f}", acc=f"{sums[1] / sums[2]:.3f}")
+            bar.set_postfix(epoch=epoch, loss=f"{train_loss:.4f}", acc=f"{train_acc:.3f}")
             if step % settings.checkpoint_every == 0:
                 save_checkpoint(ckpt, step, parts, {"history": history, "epoch_sums": sums})
         test = evaluate_classifier(model, test_x, test_labels)
         row = {
             "epoch": epoch + 1,
             "step": step,
-            "train_loss": sums[0] / max(sums[2], 1),
-            "train_acc": sums[1] / max(sums[2], 1),
+            "train_loss": sums["loss"] / max(sums["images"], 1),
+            "train_acc": sums["correct"] / max(sums["images"], 1),
             "test_loss": test["loss"],
             "test_acc": test["accuracy"],
             "elapsed_s": round(time.time() - t0, 1),
@@ -338,7 +341,7 @@ def train_classifier(
         history.append(row)
         curve_csv.write(row)
         bar.write(f"epoch {epoch + 1}: test accuracy {test['accuracy']:.4f}")
-        save_checkpoint(ckpt, step, parts, {"history": history, "epoch_sums": [0.0, 0, 0]})
+        save_checkpoint(ckpt, step, parts, {"history": history, "epoch_sums": fresh_sums})
     bar.close()
     test = evaluate_classifier(model, test_x, test_labels)
     meta = {

@@ -133,7 +133,8 @@ def train_maskgit(out: Path, tokenizer: Path, work: Path, settings: MaskGITTrain
         running = 0.98 * running + 0.02 * loss.item() if step > 0 else loss.item()
         if (step + 1) % 25 == 0:
             bar.set_postfix(loss=f"{running:.4f}")
-            curve_csv.write({"step": step + 1, "loss": running, "lr": lr, "elapsed_s": round(time.time() - t0, 1)})
+            elapsed = round(time.time() - t0, 1)
+            curve_csv.write({"step": step + 1, "loss": running, "lr": lr, "elapsed_s": elapsed})
         if (step + 1) % settings.checkpoint_every == 0:
             save_checkpoint(ckpt, step + 1, parts, {"running_loss": running})
             ship_weights(work / "maskgit_latest.safetensors", model, _meta(cfg, raw, labels, settings, step + 1))
