@@ -260,11 +260,13 @@ def straight_and_resumed(run, recorder, stop_at: int) -> tuple[list[float], list
     return straight_losses, first + recorder.take(), straight
 
 
-# The expected losses below were recorded by running the trainers of main (bf45e24, before
-# bench.training) on exactly these settings: the fake Fashion-MNIST of conftest.fake_fashion,
-# Tensor.backward patched to record each loss, torch's default 2 threads on CPU
-# (/tmp/training-record/record_old.py of the training helper). With 1 thread the losses
-# differ in the 7th digit, hence rel=1e-5.
+# The expected losses below were recorded by running the trainers of main at bf45e24 (before
+# bench.training; PYTHONPATH=/path/to/main, a scratch working directory) with exactly the
+# settings of the first run in each test below: the fake Fashion-MNIST of
+# conftest.fake_fashion, the random tokenizer of ``random_tokenizer``, the shortcut data of
+# ``collect`` as below, Tensor.backward patched as in ``LossRecorder``, torch 2.14.1 on CPU
+# with its default 2 threads. The new code reproduces them bit for bit (and the weights
+# too); with 1 thread both differ in the 7th digit, hence rel=1e-5.
 OLD_TOKENIZER_LOSSES = [2.0094170570373535, 1.1508042812347412, 0.6755412817001343, 0.5138236880302429]
 OLD_MASKGIT_LOSSES = [
     5.547491550445557,
