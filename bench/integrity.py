@@ -83,10 +83,11 @@ def verify(path: str | os.PathLike) -> None:
 
 
 def _write(folder: Path, files: dict[str, str]) -> None:
+    # imported here: bench.results needs pandas, which the CLI's start-up (IntegrityError) does not
+    from bench.results import atomic_write_text
+
     text = json.dumps({"algorithm": "sha256", "files": dict(sorted(files.items()))}, indent=2) + "\n"
-    tmp = folder / f".{MANIFEST}.tmp-{os.getpid()}"
-    tmp.write_text(text)
-    os.replace(tmp, folder / MANIFEST)
+    atomic_write_text(folder / MANIFEST, text)
 
 
 def record(path: str | os.PathLike) -> bool:

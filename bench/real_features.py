@@ -141,9 +141,7 @@ class RealFeatures:
         path = self.disk_path
         if path is None:
             return
-        from safetensors.torch import save_file
+        from bench.results import atomic_save_safetensors  # here: loading the plugin needs no pandas
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        save_file({"features": feats.contiguous()}, str(tmp), metadata={"key": self.key})
-        os.replace(tmp, path)
+        atomic_save_safetensors(path, {"features": feats.contiguous()}, metadata={"key": self.key})

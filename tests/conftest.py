@@ -1,12 +1,16 @@
 """Shared fixtures: a fresh plugin manager per test (entry points off) with the built-ins
-and the test-only plugin ``bench_test_plugin`` registered explicitly."""
+and the test-only plugin ``bench_test_plugin`` registered explicitly; a tiny fake
+Fashion-MNIST for the training tests."""
 
 from __future__ import annotations
 
+import gzip
 import importlib
+import struct
 
 import bench_test_plugin
 import pytest
+import torch
 
 import bench.plugins
 from bench.plugins import PluginManager
@@ -33,3 +37,26 @@ def _disarm_interrupt():
     bench_test_plugin.INTERRUPT["armed"] = False
     yield
     bench_test_plugin.INTERRUPT["armed"] = False
+
+
+def _write_idx(path, data: torch.Tensor) -> None:
+    header = struct.pack(">I", 0x0800 | data.dim()) + struct.pack(">" + "I" * data.dim(), *data.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + data.to(torch.uint8).numpy().tobytes())
+
+
+@pytest.fixture
+def fake_fashion(tmp_path):
+    """A tiny Fashion-MNIST look-alike: class k is a bright square at a class-specific spot."""
+    gen = torch.Generator().manual_seed(0)
+    root = tmp_path / "fmnist"
+    root.mkdir()
+    for split, n, prefix in (("train", 256, "train"), ("test", 64, "t10k")):
+        labels = torch.randint(0, 10, (n,), generator=gen)
+        images = torch.randint(0, 40, (n, 28, 28), generator=gen)
+        for i, k in enumerate(labels.tolist()):
+            r, c = 2 + 2 * k, 2 + (k % 5) * 4
+            images[i, r : r + 6, c : c + 6] = 250
+        _write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
+        _write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return root

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
 import json
-import struct
 
 import pytest
 import torch
@@ -110,29 +108,6 @@ def test_random_shift_translates():
     assert out.shape == x.shape
     assert torch.equal(out.sum((1, 2, 3)), x.sum((1, 2, 3)))  # content moved, not lost
     assert _random_shift(x, 0, torch.Generator()) is x
-
-
-def _write_idx(path, data: torch.Tensor) -> None:
-    header = struct.pack(">I", 0x0800 | data.dim()) + struct.pack(">" + "I" * data.dim(), *data.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + data.to(torch.uint8).numpy().tobytes())
-
-
-@pytest.fixture
-def fake_fashion(tmp_path):
-    """A tiny Fashion-MNIST look-alike: class k is a bright square at a class-specific spot."""
-    gen = torch.Generator().manual_seed(0)
-    root = tmp_path / "fmnist"
-    root.mkdir()
-    for split, n, prefix in (("train", 256, "train"), ("test", 64, "t10k")):
-        labels = torch.randint(0, 10, (n,), generator=gen)
-        images = torch.randint(0, 40, (n, 28, 28), generator=gen)
-        for i, k in enumerate(labels.tolist()):
-            r, c = 2 + 2 * k, 2 + (k % 5) * 4
-            images[i, r : r + 6, c : c + 6] = 250
-        _write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
-        _write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return root
 
 
 def test_train_tiny_and_resume(tmp_path, fake_fashion):

@@ -443,8 +443,8 @@ def _crafted(path: Path, marker: Path) -> Path:
 
 
 def test_item6_a_crafted_pth_does_not_run_code(tmp_path):
-    from base_models.fashion.training import load_checkpoint
     from base_models.maskgit.checkpoint import CheckpointError, load_maskgit_pth, load_vqgan_ckpt
+    from bench.training import load_checkpoint
 
     marker = tmp_path / "pwned"
     evil = _crafted(tmp_path / "evil.pth", marker)

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 from accelerators.shortcut.data import (
@@ -42,6 +41,7 @@ from accelerators.shortcut.data import (
 )
 from accelerators.vanilla import Vanilla, VanillaConfig
 from bench.protocol import BaseModel, SamplingSettings
+from bench.results import atomic_save_safetensors
 from bench.sampling import sample
 
 # manifest keys that must agree for a directory to be resumed
@@ -150,11 +150,9 @@ def collect(
     for index, shard in todo:
         tensors = collect_shard(model, settings, shard["images"], shard_seed(seed, index), batch_size, bar)
         path = out / shard["file"]
-        tmp = path.with_name(path.name + ".tmp")
         meta = {"format": FORMAT, "fingerprint": manifest["fingerprint"], "steps": str(settings.steps),
                 "shard": str(index), "seed": str(seed)}  # fmt: skip
-        save_file(tensors, str(tmp), metadata=meta)
-        tmp.replace(path)  # a shard exists only once it is complete
+        atomic_save_safetensors(path, tensors, metadata=meta)  # a shard exists only once it is complete
         written.append(path)
     bar.close()
     return written

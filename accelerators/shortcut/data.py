@@ -42,6 +42,7 @@ from safetensors import safe_open
 from torch import Tensor
 
 from bench.config import UnknownNameError
+from bench.results import atomic_write_text
 
 MANIFEST = "manifest.json"
 FORMAT = "migm-bench-shortcut-trajectories"
@@ -85,9 +86,7 @@ def guarded(prog: str, body: Callable[[], int]) -> int:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def read_manifest(root: str | Path) -> dict[str, Any]:

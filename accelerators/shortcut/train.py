@@ -12,6 +12,7 @@ defaults suit a CPU run of minutes: EMA 0.999 instead of 0.9999 (whose horizon o
 iterations exceeds such a run) with a warm-up of the decay. Two options go beyond the
 reference and are off by default: ``--lr-schedule cosine`` and ``--zero-init`` (start from
 the identity prediction). Pairs are built on the fly (``accelerators.shortcut.data``).
+Checkpoint, schedule, EMA and curve come from ``bench.training``.
 
 Runs single-process or under ``torchrun --nproc-per-node W -m accelerators.shortcut.train``
 (gloo backend on CPU; each rank trains on its own share of the images; rank 0 writes the
@@ -21,8 +22,6 @@ checkpoint, the training curve and the final weights).
 from __future__ import annotations
 
 import argparse
-import copy
-import csv
 import gc
 import hashlib
 import inspect
@@ -54,6 +53,19 @@ from accelerators.shortcut.data import (
 from accelerators.shortcut.model import ShortcutNet, ShortcutNetConfig, model_device
 from accelerators.shortcut.weights import default_weights_path, save_shortcut
 from bench.protocol import BaseModel
+from bench.training import (
+    LRFactor,
+    TrainingCurve,
+    constant,
+    ema_of,
+    load_checkpoint,
+    lr_scheduler,
+    optimizer_step,
+    save_checkpoint,
+    step_decay,
+    warmup_cosine,
+    warmup_ema_decay,
+)
 
 CHECKPOINT = "checkpoint.pt"
 CURVE_FIELDS = (
@@ -126,15 +138,18 @@ class TrainOptions:
             raise ValueError(f"ema decay must lie in [0, 1), got {self.ema}")
 
 
+def lr_schedule(options: TrainOptions) -> LRFactor:
+    """The learning-rate multiplier as a function of the optimiser step."""
+    if options.lr_schedule == "step":  # reference: MultiStepLR(milestones=[1000], gamma=0.1)
+        return step_decay(options.decay_at, options.decay_factor)
+    if options.lr_schedule == "cosine":  # no warm-up, down to decay_factor at the last step
+        return warmup_cosine(options.iters, warmup=0, floor=options.decay_factor)
+    return constant
+
+
 def lr_factor(options: TrainOptions, it: int) -> float:
     """Learning-rate multiplier at optimiser step ``it``."""
-    if options.lr_schedule == "step":  # reference: MultiStepLR(milestones=[1000], gamma=0.1)
-        return options.decay_factor if it >= options.decay_at else 1.0
-    if options.lr_schedule == "cosine":
-        progress = min(1.0, it / options.iters)
-        low = options.decay_factor
-        return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * progress))
-    return 1.0
+    return lr_schedule(options)(it)
 
 
 LOSS_REDUCTIONS = ("per-image", "pooled")
@@ -224,47 +239,13 @@ def ddp_wrap(net: ShortcutNet) -> torch.nn.parallel.DistributedDataParallel:
     return ddp(net, broadcast_buffers=False)
 
 
-@torch.no_grad()
-def ema_update(ema: ShortcutNet, net: ShortcutNet, decay: float) -> None:
-    for e, p in zip(ema.parameters(), net.parameters()):
-        e.lerp_(p, 1.0 - decay)
-
-
 def ema_decay(options: TrainOptions, updates: int) -> float:
     """EMA decay after ``updates`` optimiser steps: constant (the reference's AveragedModel),
-    or with ``ema_warmup`` min(decay, (1 + n) / (10 + n)) (TensorFlow's
-    ExponentialMovingAverage ``num_updates``), so a short run's average is not dominated by
-    the random initial weights."""
+    or with ``ema_warmup`` ramped up (``bench.training.warmup_ema_decay``), so a short run's
+    average is not dominated by the random initial weights."""
     if not options.ema_warmup:
         return options.ema
-    return min(options.ema, (1 + updates) / (10 + updates))
-
-
-def _curve_rows_until(path: Path, last_iter: int) -> list[dict[str, str]]:
-    """The rows of an existing curve up to ``last_iter`` (a resumed run rewrites the rest)."""
-    if not path.is_file():
-        return []
-    with path.open() as f:
-        return [row for row in csv.DictReader(f) if int(row["iter"]) <= last_iter]
-
-
-class CurveWriter:
-    """Appends one row per validation to the training-curve CSV (rank 0 only)."""
-
-    def __init__(self, path: Path, resume_iter: int | None) -> None:
-        self.path = path
-        keep = _curve_rows_until(path, resume_iter) if resume_iter is not None else []
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CURVE_FIELDS)
-            writer.writeheader()
-            writer.writerows(keep)
-
-    def write(self, row: dict[str, Any]) -> None:
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=CURVE_FIELDS).writerow(
-                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
-            )
+    return warmup_ema_decay(options.ema, updates)
 
 
 def _check_data_matches(model: BaseModel, manifest: dict[str, Any], data: str) -> None:
@@ -306,8 +287,9 @@ def train(model: BaseModel, options: TrainOptions) -> dict[str, Any]:
             dist.destroy_process_group()
 
 
-def _train(model: BaseModel, options: TrainOptions, rank: int, world: int) -> dict[str, Any]:
-    device = model_device(model)
+def _load_data(model: BaseModel, options: TrainOptions, rank: int,
+               world: int) -> tuple[dict[str, Any], int, Trajectories, Trajectories | None]:  # fmt: skip
+    """(manifest, images collected, this rank's training share, its validation share or None)."""
     manifest = read_manifest(options.data)
     _check_data_matches(model, manifest, options.data)
     shards = available_shards(options.data, manifest)
@@ -323,55 +305,61 @@ def _train(model: BaseModel, options: TrainOptions, rank: int, world: int) -> di
     val_data = load_images(options.data, manifest, my_val) if my_val else None
     if train_data.steps < 2:
         raise ValueError(f"{options.data}: trajectories of N={train_data.steps} steps give no training pairs")
+    return manifest, total, train_data, val_data
 
-    out, work, curve_path = _resolve_paths(model, options)
+
+def _initial_net(model: BaseModel, options: TrainOptions) -> ShortcutNet:
     with torch.random.fork_rng(devices=[]):  # same initial weights on every rank, no global RNG touched
         torch.manual_seed(options.seed)
         net = ShortcutNet.for_model(model, options.net).train()
         if options.zero_init and isinstance(net.proj_out, torch.nn.Linear):
             torch.nn.init.zeros_(net.proj_out.weight)  # start at the identity f_{i+1} = f_i
             torch.nn.init.zeros_(net.proj_out.bias)
-    ema = copy.deepcopy(net).requires_grad_(False).eval()
+    return net
+
+
+def _resume(path: Path, parts: dict[str, Any], model: BaseModel, options: TrainOptions,
+            device: torch.device, rank: int) -> tuple[int, dict[str, float]]:  # fmt: skip
+    """Restore ``parts`` from the checkpoint at ``path`` (only with --resume); returns the
+    iteration reached and the latest validation summary ((0, {}) without a checkpoint)."""
+    if path.is_file() and not options.resume:
+        raise FileExistsError(
+            f"{path} holds an earlier run; pass --resume to continue it or choose another --work"
+        )
+
+    def same_network(extra: dict[str, Any]) -> None:
+        if extra.get("net_config") != asdict(options.net) or extra.get("fingerprint") != model.fingerprint():
+            raise ValueError(f"{path} was made for another network or base model; choose another --work")
+
+    start_iter, extra = load_checkpoint(path, parts, map_location=device, check=same_network)
+    if start_iter and rank == 0:
+        print(f"resuming {path} at iteration {start_iter}")
+    elif options.resume and rank == 0:
+        print(f"no checkpoint in {path.parent}; starting from scratch")
+    return start_iter, extra.get("metrics", {})
+
+
+def _train(model: BaseModel, options: TrainOptions, rank: int, world: int) -> dict[str, Any]:
+    device = model_device(model)
+    manifest, total, train_data, val_data = _load_data(model, options, rank, world)
+    out, work, curve_path = _resolve_paths(model, options)
+    net = _initial_net(model, options)
+    ema = ema_of(net, lambda updates: ema_decay(options, updates))
+    shipped = ema.module if options.ema > 0 else net  # validated and written
     wrapped = ddp_wrap(net) if world > 1 else net
     optimizer = torch.optim.AdamW(net.parameters(), lr=options.lr, weight_decay=options.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(options, it))
-
-    start_iter, metrics = 0, {}  # metrics: the latest validation summary
+    scheduler = lr_scheduler(optimizer, lr_schedule(options))
+    parts = {"net": net, "ema": ema, "optimizer": optimizer, "scheduler": scheduler}
     ckpt_path = work / CHECKPOINT
-    if ckpt_path.is_file() and not options.resume:
-        raise FileExistsError(
-            f"{ckpt_path} holds an earlier run; pass --resume to continue it or choose another --work"
-        )
-    if ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if state["net_config"] != asdict(options.net) or state["fingerprint"] != model.fingerprint():
-            raise ValueError(f"{ckpt_path} was made for another network or base model; choose another --work")
-        net.load_state_dict(state["net"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_iter, metrics = state["iter"], state.get("metrics", {})
-        if rank == 0:
-            print(f"resuming {ckpt_path} at iteration {start_iter}")
-    elif options.resume and rank == 0:
-        print(f"no checkpoint in {work}; starting from scratch")
+    # metrics: the latest validation summary
+    start_iter, metrics = _resume(ckpt_path, parts, model, options, device, rank)
 
-    curve = CurveWriter(curve_path, start_iter) if rank == 0 else None
+    curve = TrainingCurve(curve_path, CURVE_FIELDS, "iter", start_iter) if rank == 0 else None
     generator = torch.Generator()
     bar = tqdm(total=options.iters, initial=start_iter, disable=rank != 0 or not options.show_progress,
                desc="train shortcut", unit="it")  # fmt: skip
     started = time.perf_counter()
     loss_sum, loss_count = 0.0, 0
-
-    def save_checkpoint(it: int) -> None:
-        work.mkdir(parents=True, exist_ok=True)
-        state = {"net": net.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "iter": it, "net_config": asdict(options.net),
-                 "fingerprint": model.fingerprint(), "options": asdict(options), "metrics": metrics}  # fmt: skip
-        tmp = ckpt_path.with_name(CHECKPOINT + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(ckpt_path)
-
     for it in range(start_iter, options.iters):
         generator.manual_seed(iteration_seed(options.seed, rank, it))
         batch: PairBatch = make_pairs(
@@ -380,19 +368,15 @@ def _train(model: BaseModel, options: TrainOptions, rank: int, world: int) -> di
         batch = batch.to(device)
         pred = wrapped(batch.prev, batch.new_ids, batch.new_positions, batch.mask_ratio, batch.new_valid)
         loss = masked_mse(pred, batch.target, batch.loss_mask, options.loss_reduction)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+        optimizer_step(loss, optimizer, scheduler)
         if options.ema > 0:
-            ema_update(ema, net, ema_decay(options, it + 1))
+            ema.update_parameters(net)
         loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4g}")
 
         done = it + 1
         if done % options.val_every == 0 or done == options.iters:
-            shipped = ema if options.ema > 0 else net
             share = math.ceil(options.val_pairs / world)
             sums = _all_reduce(validation_sums(shipped, val_data, share, options.batch_size, device))
             train_loss = _all_reduce(torch.tensor([loss_sum, loss_count], dtype=torch.float64))
@@ -405,11 +389,11 @@ def _train(model: BaseModel, options: TrainOptions, rank: int, world: int) -> di
                           f" cos {metrics['val_cos']:.4f} (identity {metrics['val_cos_identity']:.4f})")  # fmt: skip
             loss_sum, loss_count = 0.0, 0
         if rank == 0 and (done % options.ckpt_every == 0 or done == options.iters):
-            save_checkpoint(done)
+            binding = {"net_config": asdict(options.net), "fingerprint": model.fingerprint()}
+            save_checkpoint(ckpt_path, done, parts, {**binding, "options": asdict(options), "metrics": metrics})
     bar.close()
 
     if rank == 0:
-        shipped = ema if options.ema > 0 else net
         extra = {"iters": options.iters, "data": str(options.data), "images": total,
                  "train_options": {k: v for k, v in asdict(options).items() if k != "net"}, **metrics}  # fmt: skip
         save_shortcut(out, shipped, model, train_steps=manifest["steps"], extra=extra)

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from accelerators.shortcut.model import ShortcutNet, ShortcutNetConfig
 from bench.integrity import IntegrityError, record, verify
 from bench.protocol import BaseModel
+from bench.results import atomic_save_safetensors
 
 FORMAT = "migm-bench-shortcut"
 VERSION = "1"
@@ -72,9 +72,7 @@ def write_weights(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
+    atomic_save_safetensors(path, tensors, metadata=meta)
     record(path)  # a shipped file: keep its folder's INTEGRITY.json in step
     return path
 

@@ -26,19 +26,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from base_models.fashion.training import (
-    append_curve,
-    cosine_lr,
-    load_checkpoint,
-    save_checkpoint,
-    ship_weights,
-)
+from base_models.fashion.training import ship_weights
 from base_models.maskgit.checkpoint import decode_metadata
 from bench.integrity import verify
 from bench.metrics import file_hash
+from bench.results import atomic_write_text
+from bench.training import (
+    TrainingCurve,
+    load_checkpoint,
+    lr_scheduler,
+    optimizer_step,
+    save_checkpoint,
+    warmup_cosine,
+)
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "classifier.safetensors"
 DEFAULT_CURVE = Path("results/training/classifier.csv")
+CURVE_FIELDS = ("epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc", "elapsed_s")
 WEIGHTS_KIND = "fashion-classifier"
 TRAIN_HINT = (
     "train it with `migm-bench train-base classifier` (or base_models.fashion.classifier.train_classifier)"
@@ -241,6 +245,18 @@ def evaluate_classifier(
     return {"accuracy": correct / len(images), "loss": loss / len(images)}
 
 
+def _epoch_batches(settings: ClassifierTrainSettings, epoch: int, n: int, gen: torch.Generator,
+                   resume_state: Tensor | None) -> Tensor:  # fmt: skip
+    """The image order of ``epoch``: a permutation of ``n`` drawn from ``gen`` seeded with
+    (seed, epoch). ``gen`` then draws the epoch's shifts; ``resume_state`` (a checkpoint's
+    generator state in the middle of this epoch) puts it where the stopped run left it."""
+    gen.manual_seed(settings.seed * 1000 + epoch)
+    perm = torch.randperm(n, generator=gen)
+    if resume_state is not None:
+        gen.set_state(resume_state)
+    return perm
+
+
 def train_classifier(
     out: str | Path = DEFAULT_WEIGHTS,
     epochs: int = 4,
@@ -256,9 +272,9 @@ def train_classifier(
     """Train the classifier on the train split (resuming from ``work``/classifier.pt) and ship
     ``out`` (safetensors; metadata: config, data hash, settings, test accuracy).
 
-    Batches come from a per-epoch permutation seeded with (seed, epoch), so a resume
-    mid-epoch continues with exactly the batches a straight run would have seen.
-    Returns the metadata dict.
+    Batches come from a per-epoch permutation seeded with (seed, epoch), and the checkpoint
+    holds the generator's state, so a resume mid-epoch continues with exactly the batches
+    and shifts a straight run would have seen. Returns the metadata dict.
     """
     from tqdm import tqdm
 
@@ -266,7 +282,7 @@ def train_classifier(
 
     if settings is None:
         settings = ClassifierTrainSettings(epochs=epochs, batch_size=batch_size, seed=seed)
-    out, work, curve = Path(out), Path(work), Path(curve)
+    out, work = Path(out), Path(work)
     raw, labels = load_fashion_mnist("train", data_root)
     test_raw, test_labels = load_fashion_mnist("test", data_root)
     train_x, test_x = to_model_images(raw), to_model_images(test_raw)  # (n, 1, 32, 32) in [0, 1]
@@ -277,54 +293,55 @@ def train_classifier(
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = len(train_x) // settings.batch_size  # last partial batch dropped
     total = steps_per_epoch * settings.epochs
+    schedule = lr_scheduler(opt, warmup_cosine(total, settings.warmup))
+    gen = torch.Generator()  # re-seeded every epoch
+    parts = {"model": model, "opt": opt, "scheduler": schedule, "generator": gen}
     ckpt = work / "classifier.pt"
-    start, extra = load_checkpoint(ckpt, {"model": model, "opt": opt})
+    start, extra = load_checkpoint(ckpt, parts)
     history: list[dict] = extra.get("history", [])
-    if start == 0 and curve.is_file():
-        curve.unlink()  # a fresh run starts a fresh curve
+    fresh_sums = {"loss": 0.0, "correct": 0, "images": 0}  # this epoch's sums so far
+    sums = extra.get("epoch_sums", dict(fresh_sums))  # a mid-epoch checkpoint keeps them
+    curve_csv = TrainingCurve(Path(curve), CURVE_FIELDS, "step", start)
     model.train()
     interval = 0.5 if sys.stderr.isatty() else 30.0  # keep nohup logs short
     bar = tqdm(total=total, initial=start, desc="classifier", disable=not progress, mininterval=interval)
     t0 = time.time()
     step = start
     for epoch in range(start // steps_per_epoch, settings.epochs):
-        gen = torch.Generator().manual_seed(settings.seed * 1000 + epoch)
-        perm = torch.randperm(len(train_x), generator=gen)
-        run_loss, run_correct, run_n = 0.0, 0, 0
+        mid_epoch = step > epoch * steps_per_epoch  # only right after a resume
+        perm = _epoch_batches(settings, epoch, len(train_x), gen, gen.get_state() if mid_epoch else None)
+        if not mid_epoch:
+            sums = dict(fresh_sums)
         for b in range(step - epoch * steps_per_epoch, steps_per_epoch):
             idx = perm[b * settings.batch_size : (b + 1) * settings.batch_size]
             x = _random_shift(train_x[idx], settings.shift, gen) if settings.shift else train_x[idx]
             y = labels[idx]
-            for g in opt.param_groups:
-                g["lr"] = cosine_lr(step, total, settings.lr, settings.warmup)
             logits = model(x)
             loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(loss, opt, schedule)
             step += 1
-            run_loss += loss.item() * len(y)
-            run_correct += int((logits.argmax(1) == y).sum())
-            run_n += len(y)
+            sums["loss"] += loss.item() * len(y)
+            sums["correct"] += int((logits.argmax(1) == y).sum())
+            sums["images"] += len(y)
+            train_loss, train_acc = sums["loss"] / sums["images"], sums["correct"] / sums["images"]
             bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{run_loss / run_n:.4f}", acc=f"{run_correct / run_n:.3f}")
+            bar.set_postfix(epoch=epoch, loss=f"{train_loss:.4f}", acc=f"{train_acc:.3f}")
             if step % settings.checkpoint_every == 0:
-                save_checkpoint(ckpt, step, {"model": model, "opt": opt}, {"history": history})
+                save_checkpoint(ckpt, step, parts, {"history": history, "epoch_sums": sums})
         test = evaluate_classifier(model, test_x, test_labels)
         row = {
             "epoch": epoch + 1,
             "step": step,
-            "train_loss": run_loss
-            / max(run_n, 1),  # over the batches of this process (after a resume: part of the epoch)
-            "train_acc": run_correct / max(run_n, 1),
+            "train_loss": sums["loss"] / max(sums["images"], 1),
+            "train_acc": sums["correct"] / max(sums["images"], 1),
             "test_loss": test["loss"],
             "test_acc": test["accuracy"],
             "elapsed_s": round(time.time() - t0, 1),
         }
         history.append(row)
-        append_curve(curve, row)
+        curve_csv.write(row)
         bar.write(f"epoch {epoch + 1}: test accuracy {test['accuracy']:.4f}")
-        save_checkpoint(ckpt, step, {"model": model, "opt": opt}, {"history": history})
+        save_checkpoint(ckpt, step, parts, {"history": history, "epoch_sums": fresh_sums})
     bar.close()
     test = evaluate_classifier(model, test_x, test_labels)
     meta = {
@@ -336,7 +353,7 @@ def train_classifier(
         "test_loss": round(test["loss"], 5),
     }
     ship_weights(out, model, meta)
-    (work / "classifier_eval.json").write_text(json.dumps(meta, indent=1))
+    atomic_write_text(work / "classifier_eval.json", json.dumps(meta, indent=1))
     return meta
 
 

@@ -4,7 +4,8 @@ Objective as MaskGIT-pytorch (``Trainer/vit.py``: ``get_mask_code`` and the trai
 step): per image a mask ratio from the arccos schedule, masked tokens replaced by
 [MASK], label dropout (0.1) for classifier-free guidance, cross-entropy with label
 smoothing 0.1 over all image positions and the V+1 outputs; AdamW with betas
-(0.9, 0.96). Warm-up + cosine decay because the run is short.
+(0.9, 0.96). Warm-up + cosine decay because the run is short. Checkpoint, schedule and
+curve from ``bench.training``; a resumed run continues exactly as a straight one.
 """
 
 from __future__ import annotations
@@ -20,19 +21,24 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from base_models.fashion.data import data_hash, load_fashion_mnist, to_model_images
-from base_models.fashion.training import (
-    append_curve,
-    cosine_lr,
-    load_checkpoint,
-    save_checkpoint,
-    ship_weights,
-)
+from base_models.fashion.training import ship_weights
 from base_models.maskgit.checkpoint import load_vqgan_safetensors
 from base_models.maskgit.transformer import MaskTransformer, TransformerConfig
+from bench.results import atomic_write
+from bench.training import (
+    TrainingCurve,
+    load_checkpoint,
+    lr_scheduler,
+    optimizer_step,
+    save_checkpoint,
+    warmup_cosine,
+)
 
 FASHION_TRANSFORMER = TransformerConfig(
     grid=8, codebook_size=256, nclass=10, hidden_dim=128, depth=12, heads=4, mlp_dim=512, dropout=0.0
 )
+DEFAULT_CURVE = Path("results/training/maskgit.csv")
+CURVE_FIELDS = ("step", "loss", "lr", "elapsed_s")
 
 
 @dataclass(frozen=True)
@@ -77,50 +83,62 @@ def init_weights(model: MaskTransformer, std: float = 0.02) -> None:
             torch.nn.init.zeros_(m.in_proj_bias)
 
 
-def train_maskgit(out: Path, tokenizer: Path, work: Path, settings: MaskGITTrainSettings, data_root=None) -> dict:
-    raw, labels = load_fashion_mnist("train", data_root)
-    vqgan = load_vqgan_safetensors(tokenizer).eval()
+def training_codes(tokenizer: Path, raw: torch.Tensor, work: Path) -> torch.Tensor:
+    """The training images as (n, P) code indices, tokenised once and cached in ``work``."""
     cache = work / "train_codes.pt"
     if cache.is_file():
-        codes = torch.load(cache, weights_only=True)
-    else:
-        codes = tokenize(vqgan, to_model_images(raw))
-        torch.save(codes, cache)
+        return torch.load(cache, weights_only=True)
+    codes = tokenize(load_vqgan_safetensors(tokenizer).eval(), to_model_images(raw))
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write(cache, lambda tmp: torch.save(codes, tmp))
+    return codes
+
+
+def maskgit_loss(model: MaskTransformer, codes: torch.Tensor, labels: torch.Tensor,
+                 settings: MaskGITTrainSettings, gen: torch.Generator) -> torch.Tensor:  # fmt: skip
+    """The loss of one random batch: masked codes in, cross-entropy against the full codes."""
+    idx = torch.randint(0, len(codes), (settings.batch_size,), generator=gen)
+    target, y = codes[idx], labels[idx]  # (B, P), (B,)
+    inp, _ = mask_tokens(target, model.cfg.codebook_size, gen)
+    drop = torch.rand(len(y), generator=gen) < settings.label_drop
+    y = y.masked_fill(drop, -1)  # -1: no class (classifier-free guidance)
+    logits = model(inp, y)  # (B, P, V + 1)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                           label_smoothing=settings.label_smoothing)  # fmt: skip
+
+
+def train_maskgit(out: Path, tokenizer: Path, work: Path, settings: MaskGITTrainSettings, data_root=None,
+                  curve: Path = DEFAULT_CURVE) -> dict:  # fmt: skip
+    """Train (resuming from ``work``/maskgit.pt) and ship ``out`` (safetensors)."""
+    raw, labels = load_fashion_mnist("train", data_root)
+    codes = training_codes(tokenizer, raw, work)
     cfg = FASHION_TRANSFORMER
-    torch.manual_seed(settings.seed)
-    model = MaskTransformer(cfg)
-    init_weights(model)
+    with torch.random.fork_rng(devices=[]):  # initial weights from the seed, global RNG untouched
+        torch.manual_seed(settings.seed)
+        model = MaskTransformer(cfg)
+        init_weights(model)
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, betas=(0.9, 0.96), weight_decay=settings.weight_decay)
+    schedule = lr_scheduler(opt, warmup_cosine(settings.steps, settings.warmup))
+    gen = torch.Generator().manual_seed(settings.seed)
+    parts = {"model": model, "opt": opt, "scheduler": schedule, "generator": gen}
     ckpt = work / "maskgit.pt"
-    start, _ = load_checkpoint(ckpt, {"model": model, "opt": opt})
-    gen = torch.Generator().manual_seed(settings.seed + start)
-    curve = Path("results/training/maskgit.csv")
+    start, extra = load_checkpoint(ckpt, parts)
+    running = extra.get("running_loss", 0.0)  # smoothed loss for the bar and the curve
+    curve_csv = TrainingCurve(curve, CURVE_FIELDS, "step", start)
     bar = tqdm(range(start, settings.steps), initial=start, total=settings.steps, desc="maskgit")
-    t0, running = time.time(), 0.0
+    t0 = time.time()
     for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, settings.steps, settings.lr, settings.warmup)
-        idx = torch.randint(0, len(codes), (settings.batch_size,), generator=gen)
-        target, y = codes[idx], labels[idx]
-        inp, _ = mask_tokens(target, cfg.codebook_size, gen)
-        drop = torch.rand(len(y), generator=gen) < settings.label_drop
-        y = y.masked_fill(drop, -1)
-        logits = model(inp, y)  # (B, P, V + 1)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                               label_smoothing=settings.label_smoothing)  # fmt: skip
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        running = 0.98 * running + 0.02 * loss.item() if step > start else loss.item()
+        loss = maskgit_loss(model, codes, labels, settings, gen)
+        lr = optimizer_step(loss, opt, schedule, clip_norm=1.0)
+        running = 0.98 * running + 0.02 * loss.item() if step > 0 else loss.item()
         if (step + 1) % 25 == 0:
             bar.set_postfix(loss=f"{running:.4f}")
-            append_curve(curve, {"step": step + 1, "loss": running, "lr": opt.param_groups[0]["lr"],
-                                 "elapsed_s": round(time.time() - t0, 1)})  # fmt: skip
+            elapsed = round(time.time() - t0, 1)
+            curve_csv.write({"step": step + 1, "loss": running, "lr": lr, "elapsed_s": elapsed})
         if (step + 1) % settings.checkpoint_every == 0:
-            save_checkpoint(ckpt, step + 1, {"model": model, "opt": opt})
+            save_checkpoint(ckpt, step + 1, parts, {"running_loss": running})
             ship_weights(work / "maskgit_latest.safetensors", model, _meta(cfg, raw, labels, settings, step + 1))
-    save_checkpoint(ckpt, settings.steps, {"model": model, "opt": opt})
+    save_checkpoint(ckpt, settings.steps, parts, {"running_loss": running})
     meta = _meta(cfg, raw, labels, settings, settings.steps)
     ship_weights(out, model, meta)
     return meta

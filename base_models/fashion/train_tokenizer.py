@@ -4,6 +4,8 @@ Objective: L1 + MSE reconstruction + the VQ codebook/commitment loss (no adversa
 perceptual term: 32x32 grayscale clothes do not need them). Dead codes (unused over a
 window of steps) are re-seeded from current encoder outputs so the codebook is really
 used. 28x28 images are zero-padded to 32x32 so f=4 gives an 8x8 = 64-token grid.
+Checkpoint, schedule and curve from ``bench.training``; a resumed run continues exactly as
+a straight one.
 """
 
 from __future__ import annotations
@@ -18,19 +20,24 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from base_models.fashion.data import data_hash, load_fashion_mnist, to_model_images
-from base_models.fashion.training import (
-    append_curve,
-    cosine_lr,
-    load_checkpoint,
-    save_checkpoint,
-    ship_weights,
-)
+from base_models.fashion.training import ship_weights
 from base_models.maskgit.vqgan import VQGANConfig, VQModel
+from bench.results import atomic_write_text
+from bench.training import (
+    TrainingCurve,
+    load_checkpoint,
+    lr_scheduler,
+    optimizer_step,
+    save_checkpoint,
+    warmup_cosine,
+)
 
 FASHION_VQGAN = VQGANConfig(
     resolution=32, in_channels=1, out_ch=1, ch=32, ch_mult=(1, 1, 2), num_res_blocks=1,
     attn_resolutions=(), z_channels=32, n_embed=256, embed_dim=16, norm_groups=8,
 )  # fmt: skip
+DEFAULT_CURVE = Path("results/training/tokenizer.csv")
+CURVE_FIELDS = ("step", "loss", "rec_loss", "vq_loss", "dead_codes", "elapsed_s")
 
 
 @dataclass(frozen=True)
@@ -65,49 +72,55 @@ def evaluate(model: VQModel, images: torch.Tensor, batch: int = 500) -> dict[str
     return {"psnr_db": sum(scores) / len(images), "codes_used": int(used.sum())}
 
 
-def train_tokenizer(out: Path, work: Path, settings: TokenizerTrainSettings, data_root=None) -> dict:
+def reseed_dead_codes(model: VQModel, usage: torch.Tensor, z: torch.Tensor, gen: torch.Generator) -> int:
+    """Move every code unused in ``usage`` (n_embed,) onto a random encoder output of the
+    batch ``z`` (B, embed_dim, h, w). Returns how many codes were dead."""
+    dead = (usage == 0).nonzero().flatten()
+    if len(dead):
+        flat = z.detach().permute(0, 2, 3, 1).reshape(-1, model.cfg.embed_dim)  # (B * h * w, embed_dim)
+        pick = torch.randint(0, len(flat), (len(dead),), generator=gen)
+        model.quantize.embedding.weight.data[dead] = flat[pick]
+    return len(dead)
+
+
+def train_tokenizer(out: Path, work: Path, settings: TokenizerTrainSettings, data_root=None,
+                    curve: Path = DEFAULT_CURVE) -> dict:  # fmt: skip
     """Train (resuming from ``work``/tokenizer.pt) and ship ``out`` (safetensors)."""
     raw, labels = load_fashion_mnist("train", data_root)
     test_raw, _ = load_fashion_mnist("test", data_root)
     train, test = to_model_images(raw), to_model_images(test_raw)
-    gen = torch.Generator().manual_seed(settings.seed)
-    torch.manual_seed(settings.seed)
-    model = VQModel(FASHION_VQGAN)
+    with torch.random.fork_rng(devices=[]):  # initial weights from the seed, global RNG untouched
+        torch.manual_seed(settings.seed)
+        model = VQModel(FASHION_VQGAN)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr, betas=(0.5, 0.9))
+    schedule = lr_scheduler(opt, warmup_cosine(settings.steps, settings.warmup))
+    gen = torch.Generator().manual_seed(settings.seed)
+    parts = {"model": model, "opt": opt, "scheduler": schedule, "generator": gen}
     ckpt = work / "tokenizer.pt"
-    start, _ = load_checkpoint(ckpt, {"model": model, "opt": opt})
-    gen.manual_seed(settings.seed + start)  # batches after a resume differ from a straight run; documented
-    usage = torch.zeros(FASHION_VQGAN.n_embed)
-    curve = Path("results/training/tokenizer.csv")
+    start, extra = load_checkpoint(ckpt, parts)
+    usage = extra.get("usage", torch.zeros(FASHION_VQGAN.n_embed))  # code counts since the last re-seeding
+    curve_csv = TrainingCurve(curve, CURVE_FIELDS, "step", start)
     bar = tqdm(range(start, settings.steps), initial=start, total=settings.steps, desc="tokenizer")
     t0 = time.time()
     for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, settings.steps, settings.lr, settings.warmup)
         x = train[torch.randint(0, len(train), (settings.batch_size,), generator=gen)] * 2 - 1
         z = model.encode_latent(x)
         zq, vq_loss, idx = model.quantize(z)
         rec = model.decoder(model.post_quant_conv(zq))
         rec_loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
         loss = rec_loss + vq_loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(loss, opt, schedule)
         usage += torch.bincount(idx.flatten(), minlength=FASHION_VQGAN.n_embed)
         if (step + 1) % settings.restart_every == 0:
-            dead = (usage == 0).nonzero().flatten()
-            if len(dead):
-                flat = z.detach().permute(0, 2, 3, 1).reshape(-1, FASHION_VQGAN.embed_dim)
-                pick = torch.randint(0, len(flat), (len(dead),), generator=gen)
-                model.quantize.embedding.weight.data[dead] = flat[pick]
-            bar.set_postfix(loss=f"{loss.item():.4f}", dead=len(dead))
-            append_curve(curve, {"step": step + 1, "loss": loss.item(), "rec_loss": rec_loss.item(),
-                                 "vq_loss": vq_loss.item(), "dead_codes": len(dead),
-                                 "elapsed_s": round(time.time() - t0, 1)})  # fmt: skip
+            dead = reseed_dead_codes(model, usage, z, gen)
+            bar.set_postfix(loss=f"{loss.item():.4f}", dead=dead)
+            curve_csv.write({"step": step + 1, "loss": loss.item(), "rec_loss": rec_loss.item(),
+                             "vq_loss": vq_loss.item(), "dead_codes": dead,
+                             "elapsed_s": round(time.time() - t0, 1)})  # fmt: skip
             usage.zero_()
         if (step + 1) % settings.checkpoint_every == 0:
-            save_checkpoint(ckpt, step + 1, {"model": model, "opt": opt})
-    save_checkpoint(ckpt, settings.steps, {"model": model, "opt": opt})
+            save_checkpoint(ckpt, step + 1, parts, {"usage": usage})
+    save_checkpoint(ckpt, settings.steps, parts, {"usage": usage})
     scores = evaluate(model, test)
     meta = {
         "kind": "vqgan",
@@ -118,7 +131,7 @@ def train_tokenizer(out: Path, work: Path, settings: TokenizerTrainSettings, dat
         "codes_used": scores["codes_used"],
     }
     ship_weights(out, model, meta)
-    (work / "tokenizer_eval.json").write_text(json.dumps(meta, indent=1))
+    atomic_write_text(work / "tokenizer_eval.json", json.dumps(meta, indent=1))
     return meta
 
 
