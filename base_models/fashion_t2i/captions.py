@@ -215,9 +215,11 @@ class CaptionBatch:
 
 @dataclass(frozen=True)
 class CaptionSet:
-    """A captioned split: garments uint8 (n, 28, 28), labels (n, 4), one phrasing seed each."""
+    """A captioned split: garments uint8 (n, 28, 28), labels (n, 4), one phrasing seed each;
+    ``epoch`` names the draw (training draws new attributes every epoch)."""
 
     split: str
+    epoch: int
     garments: Tensor
     labels: Tensor
     caption_seeds: Tensor
@@ -244,7 +246,7 @@ def caption_set(garments: Tensor, classes: Tensor, split: str, seed: int = 0, ep
     gen = _generator(seed, split, epoch)
     labels = sample_labels(classes.long(), split == "heldout", gen)
     seeds = torch.randint(2**62, (len(classes),), generator=gen)
-    return CaptionSet(split, garments, labels, seeds)
+    return CaptionSet(split, epoch, garments, labels, seeds)
 
 
 def make_split(split: str, seed: int = 0, epoch: int = 0, root=None, limit: int | None = None) -> CaptionSet:
