@@ -6,9 +6,7 @@ written to a tiny idx folder so the loaders read a few kilobytes.
 
 from __future__ import annotations
 
-import gzip
 import re
-import struct
 
 import pytest
 import torch
@@ -29,29 +27,18 @@ from base_models.fashion_t2i.captions import (
     make_split,
     realise,
 )
+from base_models.fashion_t2i.testing import write_tiny_fashion
 
 N_TINY = 48
-
-
-def _write_idx(path, tensor: torch.Tensor) -> None:
-    dims = tuple(tensor.shape)
-    header = struct.pack(">I", 0x0800 + len(dims)) + struct.pack(">" + "I" * len(dims), *dims)
-    with gzip.open(path, "wb") as f:
-        f.write(header + tensor.to(torch.uint8).contiguous().numpy().tobytes())
 
 
 @pytest.fixture(scope="session")
 def tiny_fashion(tmp_path_factory):
     """An idx folder: 'train' = test images [0, 48), 'test' = test images [48, 96)."""
     try:
-        images, labels = load_fashion_mnist("test")
+        return write_tiny_fashion(tmp_path_factory.mktemp("fashion"), N_TINY)
     except DatasetMissing:
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
-    root = tmp_path_factory.mktemp("fashion")
-    for part, lo in (("train", 0), ("t10k", N_TINY)):
-        _write_idx(root / f"{part}-images-idx3-ubyte.gz", images[lo : lo + N_TINY])
-        _write_idx(root / f"{part}-labels-idx1-ubyte.gz", labels[lo : lo + N_TINY])
-    return root
 
 
 def _labels(n: int, cls, size: str, position: str, tone: str) -> torch.Tensor:

@@ -20,6 +20,7 @@ captions of the other images of its group, top-1) on the test images.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -75,6 +76,10 @@ def pixels(images: Tensor, config: dict) -> Tensor:
     return to_rgb_pixels(images, config["vision_cfg"]["image_size"])
 
 
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def _batch_indices(n: int, batch_size: int, seed: int, step: int) -> tuple[int, Tensor]:
     """(epoch, indices) of training step ``step``: epochs of a seeded permutation (resumable)."""
     per_epoch = max(1, n // batch_size)
@@ -84,7 +89,7 @@ def _batch_indices(n: int, batch_size: int, seed: int, step: int) -> tuple[int, 
 
 
 def train_clip(out: str | Path, work: str | Path, settings: ClipTrainSettings = ClipTrainSettings(),
-               data_root=None, config: dict | None = None, log=print) -> dict:  # fmt: skip
+               data_root=None, config: dict | None = None, log=_log) -> dict:  # fmt: skip
     """Train the CLIP, resuming from ``work``/clip-t2i.ckpt; write the weights and the config
     into the folder ``out``. Returns the metadata (settings, final loss, timing, files)."""
     import open_clip
@@ -116,7 +121,7 @@ def train_clip(out: str | Path, work: str | Path, settings: ClipTrainSettings = 
         with torch.no_grad():  # CLIP's clamp of the temperature (logit scale <= 100)
             model.logit_scale.clamp_(0, 4.6052)
         step += 1
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % 50 == 0 or step == settings.steps:
             log(f"clip-t2i step {step}/{settings.steps} loss {sum(losses[-50:]) / len(losses[-50:]):.4f}")
         if step % settings.checkpoint_every == 0 and step < settings.steps:

@@ -1,0 +1,114 @@
+"""The small text-to-image CLIP (base_models.fashion_t2i.clip): a 3-step training run on a tiny
+config through the CLI entry, its output loaded by the ``clip_score`` metric from the
+environment, and the evaluation rules on a hand-made oracle."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from base_models.fashion.data import DatasetMissing
+from base_models.fashion_t2i.captions import CLASS_WORDS, class_prompt, make_split
+from base_models.fashion_t2i.testing import write_tiny_fashion
+from bench.protocol import GeneratedBatch
+from bench.specs import MetricContext
+
+open_clip = pytest.importorskip("open_clip")
+
+TINY = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_fashion(tmp_path_factory):
+    try:
+        return write_tiny_fashion(tmp_path_factory.mktemp("fashion"), 32)
+    except DatasetMissing:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+
+
+def _run(argv: list[str]) -> int:
+    from base_models.fashion_t2i.commands import add_clip_arguments, run_clip
+
+    return run_clip(add_clip_arguments(argparse.ArgumentParser()).parse_args(argv))
+
+
+def test_clip_trains_and_its_weights_score_through_clip_score(tiny_fashion, tmp_path, monkeypatch, capsys):
+    from base_models.fashion_t2i.clip import CONFIG_NAME, WEIGHTS_NAME, build_clip
+    from metrics.clip_score import clip_score_metric
+
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    out = tmp_path / "out"
+    argv = ["--out", str(out), "--work", str(tmp_path / "work"), "--data", str(tiny_fashion), "--steps", "3",
+            "--batch-size", "16", "--eval-images", "20", "--config", str(config)]  # fmt: skip
+    assert _run(argv) == 0
+    meta = json.loads(capsys.readouterr().out)
+    assert math.isfinite(meta["final_loss"]) and meta["settings"]["steps"] == 3
+    assert json.loads((out / CONFIG_NAME).read_text()) == TINY
+    scores = meta["evaluation"]
+    assert meta["evaluation"]["test_images"] == 20
+    assert all(0 <= scores[k] <= 1 for k in scores if k.endswith("accuracy") or "accuracy_" in k)
+
+    # the metric, configured exactly as a user would, loads the trained network
+    monkeypatch.setenv("MIGM_CLIP_WEIGHTS", str(out / WEIGHTS_NAME))
+    monkeypatch.setenv("MIGM_CLIP_MODEL", str(out / CONFIG_NAME))
+
+    class Model:
+        name = "fashion-t2i"
+
+        def condition_prompts(self, cond):
+            return [class_prompt(int(c)) for c in cond]
+
+    metric = clip_score_metric(Model())
+    data = make_split("heldout", root=tiny_fashion).batch(torch.arange(4))
+    generated = GeneratedBatch(images=data.images, tokens=torch.zeros(4, 1, dtype=torch.long),
+                               cond=data.labels[:, 0], prompts=data.captions)  # fmt: skip
+    value = metric.compute(generated, MetricContext(model=None, device=torch.device("cpu")))
+    assert torch.isfinite(value.per_image).all() and (value.per_image >= 0).all()
+    # trained: the loaded weights are not the initialisation
+    init = build_clip(TINY, seed=0).state_dict()
+    loaded = metric.scorer.model.state_dict()
+    assert set(init) == set(loaded) and any(not torch.equal(init[k], loaded[k]) for k in init)
+
+
+class _Oracle(nn.Module):
+    """encode_image: one-hot of the image's constant grey level k/10; encode_text: one-hot of
+    the class named by the prompt (its ids are the class index)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(1))
+
+    def encode_image(self, pixels):
+        from metrics.common import CLIP_MEAN, CLIP_STD
+
+        grey = pixels[:, 0].mean((1, 2)) * CLIP_STD[0] + CLIP_MEAN[0]  # undo the normalisation
+        return nn.functional.one_hot((grey * 10).round().long(), 10).float()
+
+    def encode_text(self, tokens):
+        return nn.functional.one_hot(tokens[:, 0], 10).float()
+
+
+def test_zero_shot_accuracy_counts_the_most_similar_class_prompt():
+    from base_models.fashion_t2i.clip import zero_shot_accuracy
+    from metrics.clip_score import OpenClipScorer
+
+    def tokenizer(texts):
+        return torch.tensor([[[class_prompt(c) for c in range(10)].index(t)] for t in texts])
+
+    scorer = OpenClipScorer(_Oracle(), tokenizer, 32)
+    classes = torch.tensor([0, 3, 5, 9, 2, 7])
+    images = (classes.float() / 10).view(-1, 1, 1, 1).expand(-1, 1, 32, 32)
+    assert zero_shot_accuracy(scorer, images, classes, batch_size=4) == 1.0
+    wrong = classes.clone()
+    wrong[:3] = (wrong[:3] + 1) % len(CLASS_WORDS)
+    assert zero_shot_accuracy(scorer, images, wrong, batch_size=4) == 0.5
