@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -112,3 +113,36 @@ def test_zero_shot_accuracy_counts_the_most_similar_class_prompt():
     wrong = classes.clone()
     wrong[:3] = (wrong[:3] + 1) % len(CLASS_WORDS)
     assert zero_shot_accuracy(scorer, images, wrong, batch_size=4) == 0.5
+
+
+def test_training_resumes_from_its_checkpoint_to_the_same_weights(tiny_fashion, tmp_path):
+    from base_models.fashion_t2i.clip import ClipTrainSettings, load_clip, train_clip
+
+    quiet = {"log": lambda message: None, "config": TINY, "data_root": tiny_fashion}
+    settings = ClipTrainSettings(steps=2, batch_size=8, checkpoint_every=1)
+    straight = train_clip(tmp_path / "straight", tmp_path / "w1", settings, **quiet)
+    assert straight["resumed_from"] == 0
+    # a run stopped after its step-1 checkpoint: the next run starts there and ends identical
+    (tmp_path / "w2").mkdir()
+    shutil.copy(tmp_path / "w1" / "clip-t2i.ckpt", tmp_path / "w2" / "clip-t2i.ckpt")
+    resumed = train_clip(tmp_path / "resumed", tmp_path / "w2", settings, **quiet)
+    assert resumed["resumed_from"] == 1 and resumed["final_loss"] == straight["final_loss"]
+    a, b = (load_clip(tmp_path / d).model.state_dict() for d in ("straight", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_caption_retrieval_counts_hits_per_group(tiny_fashion):
+    from base_models.fashion_t2i.clip import caption_retrieval_accuracy
+    from metrics.clip_score import OpenClipScorer
+
+    class Blind(_Oracle):  # every image and caption alike: ties resolve to each group's first caption
+        def encode_image(self, pixels):
+            return torch.ones(len(pixels), 4)
+
+        def encode_text(self, tokens):
+            return torch.ones(len(tokens), 4)
+
+    scorer = OpenClipScorer(Blind(), lambda texts: torch.zeros(len(texts), 1, dtype=torch.long), 32)
+    data = make_split("heldout", root=tiny_fashion)  # 32 examples: 4 groups of 8 (the rest unused)
+    assert caption_retrieval_accuracy(scorer, data, group=8) == pytest.approx(1 / 8)
+    assert caption_retrieval_accuracy(scorer, data, group=1) == 1.0

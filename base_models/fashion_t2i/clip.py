@@ -20,6 +20,7 @@ captions of the other images of its group, top-1) on the test images.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -28,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from base_models.fashion.data import load_fashion_mnist
+from base_models.fashion.data import data_hash, load_fashion_mnist
 from base_models.fashion.training import cosine_lr, load_checkpoint, save_checkpoint, ship_weights
 from base_models.fashion_t2i.captions import CLASS_WORDS, CaptionSet, caption_set, class_prompt, make_split
 from metrics.clip_score import OpenClipScorer, load_open_clip
@@ -38,14 +39,14 @@ WEIGHTS_NAME = "clip-t2i.safetensors"
 CONFIG_NAME = "clip-t2i.json"
 CLIP_T2I_CONFIG = {
     "embed_dim": 64,
-    "vision_cfg": {"image_size": 32, "patch_size": 4, "width": 128, "layers": 4, "head_width": 32, "mlp_ratio": 2.0},
-    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3},
-}  # captions are at most ~21 BPE tokens with start/end; 49408 = open_clip's SimpleTokenizer vocabulary
+    "vision_cfg": {"image_size": 32, "patch_size": 4, "width": 96, "layers": 3, "head_width": 32, "mlp_ratio": 2.0},
+    "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 96, "heads": 4, "layers": 2},
+}  # captions are at most 21 BPE tokens with start/end; 49408 = open_clip's SimpleTokenizer vocabulary
 
 
 @dataclass(frozen=True)
 class ClipTrainSettings:
-    steps: int = 3000  # optimiser steps
+    steps: int = 2000  # optimiser steps
     batch_size: int = 256  # image-caption pairs per contrastive batch
     lr: float = 1e-3  # AdamW peak learning rate (cosine decay to 10%)
     weight_decay: float = 0.1
@@ -100,6 +101,7 @@ def train_clip(out: str | Path, work: str | Path, settings: ClipTrainSettings = 
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     ckpt = work / "clip-t2i.ckpt"
     step, _ = load_checkpoint(ckpt, {"model": model, "opt": opt})
+    resumed_from = step
     loss_fn, tokenizer = open_clip.ClipLoss(), clip_tokenizer(config)
     garments, classes = load_fashion_mnist("train", data_root)
     garments, classes = garments[: settings.train_limit], classes[: settings.train_limit]
@@ -110,24 +112,31 @@ def train_clip(out: str | Path, work: str | Path, settings: ClipTrainSettings = 
         epoch, index = _batch_indices(len(classes), settings.batch_size, settings.seed, step)
         if data is None or data.epoch != epoch:  # a fresh draw of attributes and phrasing per epoch
             data = caption_set(garments, classes, "train", settings.seed, epoch)
-        batch = data.batch(index)
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, settings.steps, settings.lr, settings.warmup)
-        img, txt, scale = model(pixels(batch.images, config), tokenizer(batch.captions))  # (b, E), (b, E), ()
-        loss = loss_fn(img, txt, scale)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():  # CLIP's clamp of the temperature (logit scale <= 100)
-            model.logit_scale.clamp_(0, 4.6052)
+        lr = cosine_lr(step, settings.steps, settings.lr, settings.warmup)
+        losses.append(_train_step(model, opt, loss_fn, tokenizer, data.batch(index), config, lr))
         step += 1
-        losses.append(loss.item())
         if step % 50 == 0 or step == settings.steps:
             log(f"clip-t2i step {step}/{settings.steps} loss {sum(losses[-50:]) / len(losses[-50:]):.4f}")
         if step % settings.checkpoint_every == 0 and step < settings.steps:
             save_checkpoint(ckpt, step, {"model": model, "opt": opt})
-    return save_clip(out, model, config, {"settings": asdict(settings), "final_loss": losses[-1] if losses else None,
+    return save_clip(out, model, config, {"settings": asdict(settings), "resumed_from": resumed_from,
+                                          "data_hash": data_hash(garments, classes),
+                                          "final_loss": losses[-1] if losses else None,
                                           "train_seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
+
+
+def _train_step(model, opt, loss_fn, tokenizer, batch, config: dict, lr: float) -> float:
+    """One contrastive step on ``batch`` (a CaptionBatch); returns the loss."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    img, txt, scale = model(pixels(batch.images, config), tokenizer(batch.captions))  # (b, E), (b, E), ()
+    loss = loss_fn(img, txt, scale)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    with torch.no_grad():  # CLIP's clamp of the learned temperature: logit scale <= 100
+        model.logit_scale.clamp_(0, math.log(100))
+    return loss.item()
 
 
 def save_clip(out: Path, model: nn.Module, config: dict, metadata: dict) -> dict:

@@ -18,7 +18,7 @@ def add_clip_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--out", default=".migm-work/clip-t2i", help="folder for clip-t2i.safetensors + clip-t2i.json")
     p.add_argument("--work", default=".migm-work", help="checkpoints in progress (resume from here)")
     p.add_argument("--data", default=None, help="Fashion-MNIST folder (default $MIGM_FASHION_MNIST or Debian's)")
-    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default 3000)")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default 2000)")
     p.add_argument("--batch-size", type=int, default=None, help="pairs per contrastive batch (default 256)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--train-limit", type=int, default=None, help="use only the first n train images")
