@@ -146,3 +146,17 @@ def test_caption_retrieval_counts_hits_per_group(tiny_fashion):
     data = make_split("heldout", root=tiny_fashion)  # 32 examples: 4 groups of 8 (the rest unused)
     assert caption_retrieval_accuracy(scorer, data, group=8) == pytest.approx(1 / 8)
     assert caption_retrieval_accuracy(scorer, data, group=1) == 1.0
+
+
+def test_cli_options_fit_beside_train_base_and_choose_the_output_folder(tmp_path):
+    from base_models.fashion_t2i.commands import SHIPPED, add_clip_arguments, add_clip_options, clip_out
+
+    own = add_clip_arguments(argparse.ArgumentParser())
+    assert clip_out(own.parse_args(["--work", str(tmp_path)])) == tmp_path / "clip-t2i"
+    assert clip_out(own.parse_args(["--ship"])) == SHIPPED
+    assert clip_out(own.parse_args(["--ship", "--out", str(tmp_path)])) == tmp_path
+    train_base = argparse.ArgumentParser()  # `migm-bench train-base`'s shared options already there
+    for flag in ("--out", "--work", "--data", "--steps", "--batch-size", "--seed"):
+        train_base.add_argument(flag)
+    args = add_clip_options(train_base).parse_args(["--eval-images", "0", "--train-limit", "5"])
+    assert (args.eval_images, args.train_limit, args.config) == (0, 5, None)

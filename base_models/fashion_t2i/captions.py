@@ -92,8 +92,8 @@ def _tidy(text: str) -> str:
     """Articles by the next word's first letter; blanks of unmentioned attributes removed."""
     text = re.sub(rf"{ARTICLE}\s+(\w)", lambda m: ("an " if m.group(1) in "aeiou" else "a ") + m.group(1), text)
     text = re.sub(r"\s+", " ", text)
-    text = re.sub(r"\s*,(\s*,)*", ",", text)  # ", ," left by an empty slot -> ","
-    return text.strip(" ,").replace(",", ", ").replace(",  ", ", ")
+    text = re.sub(r"\s*,(\s*,)*\s*", ", ", text)  # ", ," left by an empty slot -> ", "
+    return text.strip(" ,")
 
 
 def class_prompt(cls: int) -> str:
@@ -195,11 +195,13 @@ def _generator(seed: int, split: str, epoch: int) -> torch.Generator:
 def sample_labels(classes: Tensor, heldout: bool, gen: torch.Generator) -> Tensor:
     """classes (n,) -> labels (n, 4): size and position uniform over the class's allowed pairs,
     tone uniform."""
-    pairs = [torch.tensor(allowed_pairs(c, heldout)) for c in range(len(CLASS_WORDS))]  # (k_c, 2) each
+    pairs = [allowed_pairs(c, heldout) for c in range(len(CLASS_WORDS))]
     counts = torch.tensor([len(p) for p in pairs])
+    table = torch.zeros(len(pairs), int(counts.max()), 2, dtype=torch.long)  # (classes, k_max, 2) padded
+    for c, class_pairs in enumerate(pairs):
+        table[c, : len(class_pairs)] = torch.tensor(class_pairs)
     pick = (torch.rand(len(classes), generator=gen) * counts[classes]).long()  # (n,) index into the pairs
-    size_pos = torch.stack([pairs[int(c)][int(k)] for c, k in zip(classes, pick)]) if len(classes) else (
-        torch.zeros(0, 2, dtype=torch.long))  # fmt: skip
+    size_pos = table[classes, pick]  # (n, 2)
     tone = torch.randint(len(TONES), (len(classes),), generator=gen)
     return torch.cat([classes[:, None], size_pos, tone[:, None]], dim=1)
 
