@@ -160,3 +160,23 @@ def test_cli_options_fit_beside_train_base_and_choose_the_output_folder(tmp_path
         train_base.add_argument(flag)
     args = add_clip_options(train_base).parse_args(["--eval-images", "0", "--train-limit", "5"])
     assert (args.eval_images, args.train_limit, args.config) == (0, 5, None)
+
+
+def test_the_longest_caption_fits_the_text_context():
+    from base_models.fashion_t2i import captions as grammar
+    from base_models.fashion_t2i.clip import CLIP_T2I_CONFIG, clip_tokenizer
+
+    def longest(table):
+        return max((p for options in table for p in options), key=len)
+
+    slots = {
+        "cls": grammar.CLASS_WORDS,
+        "size": grammar.SIZE_WORDS,
+        "pos": grammar.POSITION_PHRASES,
+        "pos_adj": grammar.POSITION_ADJECTIVES,
+        "tone": grammar.TONE_PHRASES,
+        "tone_adj": grammar.TONE_ADJECTIVES,
+    }
+    texts = [grammar._tidy(t.format(**{k: longest(v) for k, v in slots.items()})) for t in grammar.TEMPLATES]
+    tokens = clip_tokenizer(CLIP_T2I_CONFIG)(texts)  # (templates, context); 0 = padding
+    assert (tokens[:, -1] == 0).all()  # nothing truncated: the end-of-text token fits with room left

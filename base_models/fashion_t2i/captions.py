@@ -90,7 +90,9 @@ ZERO_SHOT_TEMPLATE = "a photo of @A@ {cls}"
 
 def _tidy(text: str) -> str:
     """Articles by the next word's first letter; blanks of unmentioned attributes removed."""
-    text = re.sub(rf"{ARTICLE}\s+(\w)", lambda m: ("an " if m.group(1) in "aeiou" else "a ") + m.group(1), text)
+    text = re.sub(
+        rf"{ARTICLE}\s+(\w)", lambda m: ("an " if m.group(1) in "aeiou" else "a ") + m.group(1), text
+    )
     text = re.sub(r"\s+", " ", text)
     text = re.sub(r"\s*,(\s*,)*\s*", ", ", text)  # ", ," left by an empty slot -> ", "
     return text.strip(" ,")
@@ -158,8 +160,12 @@ def realise(images: Tensor, labels: Tensor) -> Tensor:
         rows = (labels[:, 1] == size).nonzero().flatten()
         if len(rows) == 0:
             continue
-        scaled = x[rows] if side == x.shape[-1] else F.interpolate(
-            x[rows], size=(side, side), mode="bilinear", antialias=True, align_corners=False
+        scaled = (
+            x[rows]
+            if side == x.shape[-1]
+            else F.interpolate(
+                x[rows], size=(side, side), mode="bilinear", antialias=True, align_corners=False
+            )
         )  # fmt: skip  (n_s, 1, side, side)
         room = FRAME - side
         for k, i in enumerate(rows.tolist()):

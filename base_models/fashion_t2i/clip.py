@@ -33,13 +33,20 @@ from base_models.fashion.data import data_hash, load_fashion_mnist
 from base_models.fashion.training import cosine_lr, load_checkpoint, save_checkpoint, ship_weights
 from base_models.fashion_t2i.captions import CLASS_WORDS, CaptionSet, caption_set, class_prompt, make_split
 from metrics.clip_score import OpenClipScorer, load_open_clip
-from metrics.common import to_rgb_pixels
+from metrics.common import CLIP_MEAN, CLIP_STD, to_rgb_pixels
 
 WEIGHTS_NAME = "clip-t2i.safetensors"
 CONFIG_NAME = "clip-t2i.json"
 CLIP_T2I_CONFIG = {
     "embed_dim": 64,
-    "vision_cfg": {"image_size": 32, "patch_size": 4, "width": 96, "layers": 3, "head_width": 32, "mlp_ratio": 2.0},
+    "vision_cfg": {
+        "image_size": 32,
+        "patch_size": 4,
+        "width": 96,
+        "layers": 3,
+        "head_width": 32,
+        "mlp_ratio": 2.0,
+    },
     "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 96, "heads": 4, "layers": 2},
 }  # captions are at most 21 BPE tokens with start/end; 49408 = open_clip's SimpleTokenizer vocabulary
 
@@ -74,7 +81,10 @@ def clip_tokenizer(config: dict):
 
 def pixels(images: Tensor, config: dict) -> Tensor:
     """(n, 1, 32, 32) in [0, 1] -> the network input, exactly as ``clip_score`` prepares it."""
-    return to_rgb_pixels(images, config["vision_cfg"]["image_size"])
+    pre = config.get("preprocess_cfg", {})
+    return to_rgb_pixels(
+        images, config["vision_cfg"]["image_size"], pre.get("mean", CLIP_MEAN), pre.get("std", CLIP_STD)
+    )
 
 
 def _log(message: str) -> None:
@@ -166,7 +176,9 @@ def embed(scorer: OpenClipScorer, images: Tensor | None = None, texts: list[str]
     return nn.functional.normalize(feats.float(), dim=-1)
 
 
-def zero_shot_accuracy(scorer: OpenClipScorer, images: Tensor, classes: Tensor, batch_size: int = 500) -> float:
+def zero_shot_accuracy(
+    scorer: OpenClipScorer, images: Tensor, classes: Tensor, batch_size: int = 500
+) -> float:
     """Fraction of ``images`` (n, 1, 32, 32) whose most similar class prompt is their class."""
     prompts = embed(scorer, texts=[class_prompt(c) for c in range(len(CLASS_WORDS))])  # (10, E)
     hits = 0
@@ -188,7 +200,9 @@ def caption_retrieval_accuracy(scorer: OpenClipScorer, data: CaptionSet, group: 
     return hits / max(1, total)
 
 
-def evaluate_clip(folder: str | Path, data_root=None, images: int = 2000, group: int = 10, seed: int = 0) -> dict:
+def evaluate_clip(
+    folder: str | Path, data_root=None, images: int = 2000, group: int = 10, seed: int = 0
+) -> dict:
     """Zero-shot class accuracy on the test images (realised with seen attributes) and caption
     retrieval accuracy on the seen and the held-out combinations, first ``images`` test images."""
     scorer = load_clip(folder)

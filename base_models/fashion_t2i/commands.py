@@ -21,9 +21,15 @@ SHIPPED = Path(__file__).parent / "weights"
 
 def add_clip_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options only the CLIP has."""
-    p.add_argument("--train-limit", type=int, default=None, help="clip-t2i: use only the first n train images")
-    p.add_argument("--eval-images", type=int, default=2000, help="clip-t2i: test images to evaluate on (0: skip)")
-    p.add_argument("--config", default=None, help="clip-t2i: open_clip model-config JSON (default CLIP_T2I_CONFIG)")
+    p.add_argument(
+        "--train-limit", type=int, default=None, help="clip-t2i: use only the first n train images"
+    )
+    p.add_argument(
+        "--eval-images", type=int, default=2000, help="clip-t2i: test images to evaluate on (0: skip)"
+    )
+    p.add_argument(
+        "--config", default=None, help="clip-t2i: open_clip model-config JSON (default CLIP_T2I_CONFIG)"
+    )
     return p
 
 
@@ -32,7 +38,9 @@ def add_clip_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for clip-t2i.safetensors + clip-t2i.json")
     p.add_argument("--ship", action="store_true", help=f"write into {SHIPPED} (default --out)")
     p.add_argument("--work", default=".migm-work", help="checkpoints in progress (resume from here)")
-    p.add_argument("--data", default=None, help="Fashion-MNIST folder (default $MIGM_FASHION_MNIST or Debian's)")
+    p.add_argument(
+        "--data", default=None, help="Fashion-MNIST folder (default $MIGM_FASHION_MNIST or Debian's)"
+    )
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (default 2000)")
     p.add_argument("--batch-size", type=int, default=None, help="pairs per contrastive batch (default 256)")
     p.add_argument("--seed", type=int, default=None)
@@ -49,7 +57,12 @@ def clip_out(args: argparse.Namespace) -> Path:
 def run_clip(args: argparse.Namespace) -> int:
     from base_models.fashion_t2i.clip import ClipTrainSettings, evaluate_clip, train_clip
 
-    given = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed, "train_limit": args.train_limit}
+    given = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "train_limit": args.train_limit,
+    }
     settings = ClipTrainSettings(**{k: v for k, v in given.items() if v is not None})
     config = json.loads(Path(args.config).read_text()) if args.config else None
     out = clip_out(args)
