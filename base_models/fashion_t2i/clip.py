@@ -30,8 +30,9 @@ import torch
 from torch import Tensor, nn
 
 from base_models.fashion.data import data_hash, load_fashion_mnist
-from base_models.fashion.training import cosine_lr, load_checkpoint, save_checkpoint, ship_weights
+from base_models.fashion.training import ship_weights
 from base_models.fashion_t2i.captions import CLASS_WORDS, CaptionSet, caption_set, class_prompt, make_split
+from bench.training import load_checkpoint, lr_scheduler, optimizer_step, save_checkpoint, warmup_cosine
 from metrics.clip_score import OpenClipScorer, load_open_clip
 from metrics.common import CLIP_MEAN, CLIP_STD, to_rgb_pixels
 
@@ -110,7 +111,9 @@ def train_clip(out: str | Path, work: str | Path, settings: ClipTrainSettings = 
     model = build_clip(config, settings.seed).train()
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     ckpt = work / "clip-t2i.ckpt"
-    step, _ = load_checkpoint(ckpt, {"model": model, "opt": opt})
+    schedule = lr_scheduler(opt, warmup_cosine(settings.steps, settings.warmup))
+    parts = {"model": model, "opt": opt, "schedule": schedule}
+    step, _ = load_checkpoint(ckpt, parts)
     resumed_from = step
     loss_fn, tokenizer = open_clip.ClipLoss(), clip_tokenizer(config)
     garments, classes = load_fashion_mnist("train", data_root)
@@ -122,28 +125,23 @@ def train_clip(out: str | Path, work: str | Path, settings: ClipTrainSettings = 
         epoch, index = _batch_indices(len(classes), settings.batch_size, settings.seed, step)
         if data is None or data.epoch != epoch:  # a fresh draw of attributes and phrasing per epoch
             data = caption_set(garments, classes, "train", settings.seed, epoch)
-        lr = cosine_lr(step, settings.steps, settings.lr, settings.warmup)
-        losses.append(_train_step(model, opt, loss_fn, tokenizer, data.batch(index), config, lr))
+        losses.append(_train_step(model, opt, schedule, loss_fn, tokenizer, data.batch(index), config))
         step += 1
         if step % 50 == 0 or step == settings.steps:
             log(f"clip-t2i step {step}/{settings.steps} loss {sum(losses[-50:]) / len(losses[-50:]):.4f}")
         if step % settings.checkpoint_every == 0 and step < settings.steps:
-            save_checkpoint(ckpt, step, {"model": model, "opt": opt})
+            save_checkpoint(ckpt, step, parts)
     return save_clip(out, model, config, {"settings": asdict(settings), "resumed_from": resumed_from,
                                           "data_hash": data_hash(garments, classes),
                                           "final_loss": losses[-1] if losses else None,
                                           "train_seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
 
 
-def _train_step(model, opt, loss_fn, tokenizer, batch, config: dict, lr: float) -> float:
+def _train_step(model, opt, schedule, loss_fn, tokenizer, batch, config: dict) -> float:
     """One contrastive step on ``batch`` (a CaptionBatch); returns the loss."""
-    for group in opt.param_groups:
-        group["lr"] = lr
     img, txt, scale = model(pixels(batch.images, config), tokenizer(batch.captions))  # (b, E), (b, E), ()
     loss = loss_fn(img, txt, scale)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    optimizer_step(loss, opt, schedule)
     with torch.no_grad():  # CLIP's clamp of the learned temperature: logit scale <= 100
         model.logit_scale.clamp_(0, math.log(100))
     return loss.item()
