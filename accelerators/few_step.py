@@ -9,9 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from accelerators.vanilla import Vanilla
-from bench.hookspecs import hookimpl
 from bench.protocol import Counts
-from bench.specs import AcceleratorSpec
 
 
 @dataclass(frozen=True)
@@ -32,15 +30,3 @@ class FewStep(Vanilla):
     def num_steps(self, default_steps: int) -> int:
         return self.config.steps
 
-
-@hookimpl
-def register_accelerators(register):
-    register(
-        AcceleratorSpec(
-            name="few-step",
-            config_cls=FewStepConfig,
-            factory=FewStep,
-            description="vanilla with fewer steps",
-            default_sweep=({"steps": 8}, {"steps": 6}, {"steps": 4}),
-        )
-    )

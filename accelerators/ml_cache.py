@@ -41,9 +41,7 @@ from torch import Tensor
 
 from accelerators._cache_common import require_fraction, require_int, with_condition
 from bench.forward import full_forward, logits_of, partial_forward, scatter_positions
-from bench.hookspecs import hookimpl
 from bench.protocol import BaseModel, Counts, LayerKV, StepContext, StepOutput
-from bench.specs import AcceleratorSpec
 
 
 @dataclass(frozen=True)
@@ -150,18 +148,3 @@ class MLCache:
         self.counts.partial_positions += query_pos.shape[1] / model.seq_len
         return StepOutput(logits=self._logits, features=self._features)
 
-
-@hookimpl
-def register_accelerators(register):
-    register(
-        AcceleratorSpec(
-            name="ml-cache",
-            config_cls=MLCacheConfig,
-            factory=MLCache,
-            description="Lumina-DiMOO ML-Cache: recompute only the least confident positions between refreshes",
-            default_sweep=(  # reference, aggressive
-                {},
-                {"cache_ratio": 0.9, "warmup_ratio": 0.15, "refresh_interval": 8},
-            ),
-        )
-    )

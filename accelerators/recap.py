@@ -35,9 +35,7 @@ from torch import Tensor
 
 from accelerators._cache_common import require_int, with_condition
 from bench.forward import full_forward, logits_of, partial_forward, scatter_positions
-from bench.hookspecs import hookimpl
 from bench.protocol import BaseModel, Counts, LayerKV, StepContext, StepOutput
-from bench.specs import AcceleratorSpec
 
 
 @dataclass(frozen=True)
@@ -131,20 +129,3 @@ class ReCAP:
         self.counts.partial_positions += queries.shape[1] / model.seq_len
         return StepOutput(logits=self._logits, features=self._features)
 
-
-@hookimpl
-def register_accelerators(register):
-    register(
-        AcceleratorSpec(
-            name="recap",
-            config_cls=ReCAPConfig,
-            factory=ReCAP,
-            description="ReCAP: full steps fix a group of positions, cheap local steps reveal it",
-            # two points, mild to aggressive (the default benchmark has a 10-minute budget);
-            # the reference's own setting ({}) is one --accel recap away
-            default_sweep=(
-                {"pre_full_iters": 4, "num_cache_iters": 1},
-                {"pre_full_iters": 2, "num_cache_iters": 2},
-            ),
-        )
-    )

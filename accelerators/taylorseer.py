@@ -31,9 +31,7 @@ from torch import Tensor
 
 from accelerators._cache_common import require_int
 from bench.forward import block_forward, logits_of
-from bench.hookspecs import hookimpl
 from bench.protocol import BaseModel, Counts, StepContext, StepOutput
-from bench.specs import AcceleratorSpec
 
 
 @dataclass(frozen=True)
@@ -135,15 +133,3 @@ class TaylorSeer:
         features = model.final_features(h)
         return StepOutput(logits=logits_of(model, features), features=features)
 
-
-@hookimpl
-def register_accelerators(register):
-    register(
-        AcceleratorSpec(
-            name="taylorseer",
-            config_cls=TaylorSeerConfig,
-            factory=TaylorSeer,
-            description="TaylorSeer: forecast the blocks' outputs by finite-difference Taylor series",
-            default_sweep=({"interval": 3}, {}),  # mild, reference
-        )
-    )

@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.forward import full_forward, logits_of
-from bench.hookspecs import hookimpl
 from bench.protocol import BaseModel, Counts, StepContext, StepOutput
-from bench.specs import AcceleratorSpec
 
 
 @dataclass(frozen=True)
@@ -37,15 +35,3 @@ class Vanilla:
         self.counts.full_forwards += 1
         return StepOutput(logits=logits_of(model, features), features=features)
 
-
-@hookimpl
-def register_accelerators(register):
-    register(
-        AcceleratorSpec(
-            name="vanilla",
-            config_cls=VanillaConfig,
-            factory=Vanilla,
-            description="full model every step (the baseline)",
-            default_sweep=({},),
-        )
-    )

@@ -13,10 +13,12 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
+
+if TYPE_CHECKING:  # the CLI imports this module; torch is needed only by a run
+    import torch
 
 MAX_SWEEP_FILE_BYTES = 1 << 20  # a sweep file is a few lines; anything near 1 MiB is not one
 RUN_FOLDER_MARKERS = ("run.json",)  # a folder holding these (readable) is a run folder
@@ -164,9 +166,9 @@ class FiniteTap:
         self.flags = []
 
     def watch(self, step: int, logits: torch.Tensor, features: torch.Tensor | None) -> None:
-        self.flags.append((step, "logits", torch.isfinite(logits).all()))
+        self.flags.append((step, "logits", logits.isfinite().all()))
         if features is not None:
-            self.flags.append((step, "features", torch.isfinite(features).all()))
+            self.flags.append((step, "features", features.isfinite().all()))
 
     def check(self, who: str) -> None:
         for step, what, ok in self.flags:

@@ -36,7 +36,6 @@ import torch
 from torch import Tensor, nn
 
 from bench import stats
-from bench.hookspecs import hookimpl
 from bench.protocol import GeneratedBatch, MetricInfo
 from bench.specs import MetricContext, MetricSpec
 
@@ -608,18 +607,3 @@ def fid_inception_metric(model=None) -> FIDMetric:
     real = RealFeatures(key, lambda: load_reference_images(reference), extractor)
     return FIDMetric(FID_INCEPTION_INFO, extractor, real)
 
-
-@hookimpl
-def register_metrics(register):
-    """The fidelity metrics are generic (any base model): a built-in plugin of the core;
-    so is the opt-in Inception FID for real-image models."""
-    for spec in fidelity_metric_specs():
-        register(spec)
-    register(
-        MetricSpec(
-            info=FID_INCEPTION_INFO,
-            factory=fid_inception_metric,
-            default=False,
-            check=fid_inception_unavailable,
-        )
-    )

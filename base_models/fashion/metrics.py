@@ -35,10 +35,9 @@ from base_models.fashion.classifier import (
     PenultimateFeatures,
     load_classifier,
 )
-from bench.hookspecs import hookimpl
 from bench.metrics import FIDMetric, KIDMetric, RealFeatures, inception_score
 from bench.protocol import BaseModel, GeneratedBatch, MetricInfo
-from bench.specs import MetricContext, MetricSpec, MetricUnavailable
+from bench.specs import MetricContext, MetricUnavailable
 
 DATASET = "fashion-mnist"
 IMAGE_SHAPE = (1, 32, 32)
@@ -179,10 +178,3 @@ def _inception_score(model: BaseModel) -> InceptionScore:
     require_fashion(model, "inception_score")
     return InceptionScore(classifier_for_metrics())
 
-
-@hookimpl
-def register_metrics(register):
-    register(MetricSpec(info=FID_INFO, factory=_fid))
-    register(MetricSpec(info=KID_INFO, factory=_kid))
-    register(MetricSpec(info=CLASS_ACCURACY_INFO, factory=_class_accuracy))
-    register(MetricSpec(info=INCEPTION_SCORE_INFO, factory=_inception_score))
