@@ -1,6 +1,6 @@
-"""Quality metrics of the embedded Fashion-MNIST default, as a plugin.
+"""Quality metrics of the embedded Fashion-MNIST default (registered by
+``base_models.fashion.metric_hooks``, which names the infos and factories below):
 
-Registers:
   * ``fid`` / ``kid`` (reference "data"): FID and KID of the generated images against the
     10k Fashion-MNIST test images, in the 128-d penultimate feature space of the shipped
     classifier (``base_models.fashion.classifier``) instead of Inception-v3. Real

@@ -1,4 +1,7 @@
-"""``fashion``: the embedded default, a MaskGIT v1 trained here on Fashion-MNIST and shipped."""
+"""``fashion``: the embedded default, a MaskGIT v1 trained here on Fashion-MNIST and shipped.
+
+Registered by ``base_models.fashion.hooks``, which names this module's config and factory.
+"""
 
 from __future__ import annotations
 

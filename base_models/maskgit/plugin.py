@@ -5,6 +5,7 @@ random model.
 loaded strictly into the tiny shapes), ``imagenet256`` / ``imagenet512`` (the public
 checkpoints' shapes), ``auto`` (shapes read from the checkpoint file itself). A given
 checkpoint or VQGAN file is always loaded, or refused with an error; it is never ignored.
+Registered by ``base_models.maskgit.hooks``, which names this module's config and factory.
 """
 
 from __future__ import annotations
