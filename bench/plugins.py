@@ -243,7 +243,10 @@ class PluginManager:
             raise PluginError(
                 f"{provider} registered a {type(spec).__name__} as a {kind}; expected {spec_cls.__name__}"
             )
-        name = name_of(spec)
+        try:
+            name = name_of(spec)  # a metric's name is in its info, which may be a lazy reference
+        except Exception as err:  # e.g. ImportError of a lazy reference: name the provider
+            raise PluginError(f"{provider}: cannot read the {kind}'s name: {_one_line(err)}") from err
         if name in found:
             raise PluginError(
                 f"{kind} {name!r} is provided by both {found[name].provider} "

@@ -14,9 +14,10 @@ import bench.plugins
 from bench.cli import main
 from bench.config import UnknownNameError
 from bench.hookspecs import hookimpl
+from bench.lazy import load_ref
 from bench.plugins import PluginError, PluginManager
 from bench.protocol import BaseModel
-from bench.specs import AcceleratorSpec
+from bench.specs import AcceleratorSpec, MetricSpec
 
 
 class _OtherVanilla:
@@ -109,6 +110,21 @@ def test_hook_call_order_decides_who_registered_first(manager, trylast):
     # pluggy calls the last registered plugin first, unless it asks to be called last
     expected = ("accelerators.hooks.vanilla", "second") if trylast else ("second", "accelerators.hooks.vanilla")
     assert tuple(p.replace("test_plugins._Second", "second") for p in providers) == expected
+
+
+class _BadReference:
+    @hookimpl
+    def register_metrics(self, register):
+        register(MetricSpec(info="no_such_module_for_migm:INFO", factory="no_such_module_for_migm:make"))
+
+
+def test_bad_lazy_references_are_errors_naming_the_provider(manager):
+    manager.register(_BadReference())
+    with pytest.raises(PluginError, match=r"_BadReference: cannot read the metric's name: ModuleNotFoundError"):
+        manager.metrics()
+    with pytest.raises(ImportError, match="lazy reference 'accelerators.vanilla:Nope'.*has no attribute 'Nope'"):
+        load_ref("accelerators.vanilla:Nope")
+    assert load_ref("accelerators.vanilla:Vanilla.step").__name__ == "step"  # attribute paths
 
 
 def test_registering_imports_no_accelerator_code():
