@@ -47,9 +47,7 @@ from torch import Tensor
 from accelerators._cache_common import condition_positions
 from bench.accelerator_base import AcceleratorBase, require_fraction, require_int
 from bench.forward import gather_positions, write_kv
-from bench.hookspecs import hookimpl
 from bench.protocol import BaseModel, Block, LayerKV, StepContext, StepOutput
-from bench.specs import AcceleratorSpec
 
 
 @dataclass(frozen=True)
@@ -206,15 +204,3 @@ def _recompute_layer(block: Block, cache: _LayerCache, h: Tensor, positions: Ten
     cache.mlp.scatter_(1, idx, block.mlp(torch.gather(h, 1, idx)))
     return h + cache.mlp
 
-
-@hookimpl
-def register_accelerators(register):
-    register(
-        AcceleratorSpec(
-            name="dllm-cache",
-            config_cls=DLLMCacheConfig,
-            factory=DLLMCache,
-            description="dLLM-Cache: interval refreshes + V-verify recomputation of the most changed tokens",
-            default_sweep=({"gen_interval": 4}, {}),  # mild, reference
-        )
-    )

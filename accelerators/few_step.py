@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from accelerators.vanilla import Vanilla
-from bench.hookspecs import hookimpl
-from bench.specs import AcceleratorSpec
 
 
 @dataclass(frozen=True)
@@ -28,15 +26,3 @@ class FewStep(Vanilla):
     name = "few-step"
     min_steps = 1
 
-
-@hookimpl
-def register_accelerators(register):
-    register(
-        AcceleratorSpec(
-            name="few-step",
-            config_cls=FewStepConfig,
-            factory=FewStep,
-            description="vanilla with fewer steps",
-            default_sweep=({"steps": 8}, {"steps": 6}, {"steps": 4}),
-        )
-    )

@@ -41,9 +41,7 @@ from torch import Tensor
 
 from accelerators._cache_common import PartialStepCache
 from bench.accelerator_base import require_fraction, require_int
-from bench.hookspecs import hookimpl
 from bench.protocol import BaseModel, StepContext, StepOutput
-from bench.specs import AcceleratorSpec
 
 
 @dataclass(frozen=True)
@@ -126,18 +124,3 @@ class MLCache(PartialStepCache):
         image_pos = least_confident_positions(self._logits, count)  # (B, count)
         return self.partial_step(model, ctx, image_pos, cfg.recompute_condition)
 
-
-@hookimpl
-def register_accelerators(register):
-    register(
-        AcceleratorSpec(
-            name="ml-cache",
-            config_cls=MLCacheConfig,
-            factory=MLCache,
-            description="Lumina-DiMOO ML-Cache: recompute only the least confident positions between refreshes",
-            default_sweep=(  # reference, aggressive
-                {},
-                {"cache_ratio": 0.9, "warmup_ratio": 0.15, "refresh_interval": 8},
-            ),
-        )
-    )

@@ -35,9 +35,7 @@ from torch import Tensor
 
 from accelerators._cache_common import PartialStepCache
 from bench.accelerator_base import require_int
-from bench.hookspecs import hookimpl
 from bench.protocol import BaseModel, StepContext, StepOutput
-from bench.specs import AcceleratorSpec
 
 
 @dataclass(frozen=True)
@@ -106,20 +104,3 @@ class ReCAP(PartialStepCache):
         self._local_left -= 1
         return out
 
-
-@hookimpl
-def register_accelerators(register):
-    register(
-        AcceleratorSpec(
-            name="recap",
-            config_cls=ReCAPConfig,
-            factory=ReCAP,
-            description="ReCAP: full steps fix a group of positions, cheap local steps reveal it",
-            # two points, mild to aggressive (the default benchmark has a 10-minute budget);
-            # the reference's own setting ({}) is one --accel recap away
-            default_sweep=(
-                {"pre_full_iters": 4, "num_cache_iters": 1},
-                {"pre_full_iters": 2, "num_cache_iters": 2},
-            ),
-        )
-    )

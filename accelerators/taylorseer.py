@@ -31,9 +31,7 @@ from torch import Tensor
 
 from bench.accelerator_base import AcceleratorBase, require_int
 from bench.forward import block_forward
-from bench.hookspecs import hookimpl
 from bench.protocol import BaseModel, StepContext, StepOutput
-from bench.specs import AcceleratorSpec
 
 
 @dataclass(frozen=True)
@@ -130,15 +128,3 @@ class TaylorSeer(AcceleratorBase):
             self.counts.other_calls += 1  # embedding + final layers + head only
         return self.output(model, model.final_features(h))
 
-
-@hookimpl
-def register_accelerators(register):
-    register(
-        AcceleratorSpec(
-            name="taylorseer",
-            config_cls=TaylorSeerConfig,
-            factory=TaylorSeer,
-            description="TaylorSeer: forecast the blocks' outputs by finite-difference Taylor series",
-            default_sweep=({"interval": 3}, {}),  # mild, reference
-        )
-    )

@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.accelerator_base import AcceleratorBase
-from bench.hookspecs import hookimpl
 from bench.protocol import BaseModel, StepContext, StepOutput
-from bench.specs import AcceleratorSpec
 
 
 @dataclass(frozen=True)
@@ -26,15 +24,3 @@ class Vanilla(AcceleratorBase):
         features, _ = self.full_forward(model, ctx)  # (B, L, D)
         return self.output(model, features)
 
-
-@hookimpl
-def register_accelerators(register):
-    register(
-        AcceleratorSpec(
-            name="vanilla",
-            config_cls=VanillaConfig,
-            factory=Vanilla,
-            description="full model every step (the baseline)",
-            default_sweep=({},),
-        )
-    )

@@ -21,15 +21,16 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.compare import add_noise_check_arguments, noise_check
-from bench.config import UnknownNameError, suggest
+from bench.config import DEFAULT_REFERENCE, UnknownNameError, suggest
 from bench.guards import GuardError, load_sweep_yaml
 from bench.integrity import IntegrityError
 from bench.plugins import PluginError, PluginManager, get_manager
-from bench.results import RunCorrupt, RunStore
-from bench.runner import DEFAULT_REFERENCE, Sweep, SweepError, default_sweep_specs, failed_this_run, run_sweep
+
+if TYPE_CHECKING:
+    from bench.runner import Sweep
 
 # The base model ``migm-bench run`` uses without --model (provided by the lead's plugin);
 # the MIGM_BENCH_MODEL environment variable overrides it.
@@ -52,7 +53,16 @@ class CLIError(Exception):
     """A user error reported as one line (exit status 2)."""
 
 
-USER_ERRORS = (UnknownNameError, PluginError, SweepError, CLIError, GuardError, RunCorrupt, IntegrityError)
+USER_ERRORS = (UnknownNameError, PluginError, CLIError, GuardError, IntegrityError)
+# User errors of modules the CLI imports only when a command needs them (they import torch or
+# pandas; start-up stays light): module -> error class.
+LAZY_USER_ERRORS = {"bench.sweep": "SweepError", "bench.results": "RunCorrupt"}
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """``USER_ERRORS`` plus ``LAZY_USER_ERRORS`` of the modules loaded so far."""
+    loaded = [getattr(sys.modules[m], cls) for m, cls in LAZY_USER_ERRORS.items() if m in sys.modules]
+    return USER_ERRORS + tuple(loaded)
 
 
 # ------------------------------------------------------------------------- ls
@@ -85,6 +95,9 @@ def cmd_ls(args: argparse.Namespace, manager: PluginManager) -> int:
             what += f"; UNAVAILABLE: {reason}"
         rows.append([n, f"[{s.provider}]", what])
     lines += _table(rows)
+    if manager.broken:  # entry points that failed to load or register: skipped, with the reason
+        lines.append("broken plugins:")
+        lines += _table([[name, why] for name, why in manager.broken.items()])
     print("\n".join(lines))
     return 0
 
@@ -158,6 +171,8 @@ def _check_yaml_type(path: str, key: str, value: Any) -> None:
 
 def sweep_from_args(args: argparse.Namespace, manager: PluginManager) -> Sweep:
     """Defaults < YAML file < flags. No accelerator anywhere: the default sweep."""
+    from bench.runner import Sweep, default_sweep_specs
+
     opts: dict[str, Any] = _read_yaml(args.config) if args.config else {}
     flags = {
         "model": args.model,
@@ -201,6 +216,8 @@ def sweep_from_args(args: argparse.Namespace, manager: PluginManager) -> Sweep:
 
 
 def cmd_run(args: argparse.Namespace, manager: PluginManager) -> int:
+    from bench.runner import failed_this_run, run_sweep
+
     sweep = sweep_from_args(args, manager)
     run_dir = run_sweep(
         sweep, manager=manager, command=["migm-bench", *args.argv], progress=not args.no_progress
@@ -256,6 +273,8 @@ def _run_dir(path: str) -> Path:
     run_dir = Path(path)
     if not (run_dir / "summary.csv").exists():
         raise CLIError(f"{run_dir} is not a run directory (no summary.csv)")
+    from bench.results import RunCorrupt, RunStore
+
     store = RunStore(run_dir)  # corrupt result files: one line (RunCorrupt), not a traceback
     store.measurements(), store.read_run_info()
     try:
@@ -350,7 +369,7 @@ def build_parser(manager: PluginManager) -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "noise-check",
-        help="the default sweep quiet and beside a CPU hog: do the speed-ups agree within 10 %?",
+        help="the default sweep quiet and beside a CPU hog: do the speed-ups agree within 10 %%?",  # %% for argparse
     )
     add_noise_check_arguments(p)
     p.set_defaults(func=bind(noise_check))
@@ -387,7 +406,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help(sys.stderr)
             return 2
         return int(args.func(args) or 0)
-    except USER_ERRORS as err:
+    except BrokenPipeError:  # e.g. `migm-bench ls | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as err:  # a user error (one line), or a bug (the traceback)
+        if not isinstance(err, user_errors()):
+            raise
         print(f"migm-bench: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -396,9 +420,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    except BrokenPipeError:  # e.g. `migm-bench ls | head`: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
 
 
 if __name__ == "__main__":  # python -m bench.cli (same as python -m bench)

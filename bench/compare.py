@@ -20,20 +20,26 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # imported where used: the CLI imports this module at start-up
+    import pandas as pd
 
 AGREEMENT = 0.10  # the noise check passes when every speed-up moves less than this under load
 REFERENCE_RUN = Path(__file__).resolve().parent.parent / "results" / "reference-cpu"
 
 
 def _summary(run_dir: Path) -> pd.DataFrame:
+    import pandas as pd
+
     df = pd.read_csv(run_dir / "summary.csv", keep_default_na=False, na_values=[""])
     df["config_tag"] = df["config_tag"].astype(str)
     return df[df["status"] == "ok"].set_index(["accelerator", "config_tag"])
 
 
 def _speedup(row: pd.Series) -> str:
+    import pandas as pd
+
     text = f"{row['speedup']:.2f}x"
     low, high = row.get("speedup_ci_low", math.nan), row.get("speedup_ci_high", math.nan)
     if pd.notna(low) and pd.notna(high):
@@ -43,6 +49,8 @@ def _speedup(row: pd.Series) -> str:
 
 def side_by_side(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     """Configurations in both summaries: speed-up a, speed-up b, relative difference b / a - 1."""
+    import pandas as pd
+
     keys = [k for k in a.index if k in b.index]
     return pd.DataFrame(
         {

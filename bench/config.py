@@ -14,6 +14,8 @@ import types
 import typing
 from typing import Any, TypeVar
 
+DEFAULT_REFERENCE = "vanilla"  # the accelerator speed-ups and "vs vanilla" metrics are measured against
+
 T = TypeVar("T")
 
 

@@ -18,10 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the CLI imports this module; torch is needed only by a run
+    import torch
+
     from bench.protocol import StepOutput
 
 MAX_SWEEP_FILE_BYTES = 1 << 20  # a sweep file is a few lines; anything near 1 MiB is not one
@@ -171,9 +172,9 @@ class FiniteTap:
         self.flags = []
 
     def watch(self, step: int, out: StepOutput) -> None:
-        self.flags.append((step, "logits", torch.isfinite(out.logits).all()))
+        self.flags.append((step, "logits", out.logits.isfinite().all()))
         if out.features is not None:
-            self.flags.append((step, "features", torch.isfinite(out.features).all()))
+            self.flags.append((step, "features", out.features.isfinite().all()))
 
     def check(self, who: str) -> None:
         for step, what, ok in self.flags:

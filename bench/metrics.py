@@ -46,7 +46,6 @@ from bench.fidelity_metrics import (  # noqa: F401 (public import path)
     token_agreement,
     token_agreement_per_image,
 )
-from bench.hookspecs import hookimpl
 from bench.inception import INCEPTION_WEIGHTS_FILE, inception_v3_extractor, load_reference_images
 from bench.protocol import GeneratedBatch, MetricInfo
 from bench.real_features import (  # noqa: F401 (public import path)
@@ -57,7 +56,7 @@ from bench.real_features import (  # noqa: F401 (public import path)
     file_hash,
     module_device,
 )
-from bench.specs import MetricContext, MetricSpec
+from bench.specs import MetricContext
 
 
 def metric_interval(
@@ -113,18 +112,3 @@ def fid_inception_metric(model=None) -> FIDMetric:
     real = RealFeatures(key, lambda: load_reference_images(reference), extractor)
     return FIDMetric(FID_INCEPTION_INFO, extractor, real)
 
-
-@hookimpl
-def register_metrics(register):
-    """The fidelity metrics are generic (any base model): a built-in plugin of the core;
-    so is the opt-in Inception FID for real-image models."""
-    for spec in fidelity_metric_specs():
-        register(spec)
-    register(
-        MetricSpec(
-            info=FID_INCEPTION_INFO,
-            factory=fid_inception_metric,
-            default=False,
-            check=fid_inception_unavailable,
-        )
-    )

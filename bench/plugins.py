@@ -1,36 +1,63 @@
 """The plugin manager: every base model, accelerator and metric is a plugin.
 
-Built on pluggy the way its ``eggsample`` example and simonw/llm (``llm/plugins.py``) do:
-the host adds the hookspecs of ``bench.hookspecs``, loads the ``migm_bench`` entry points
-(the package's own built-ins come through its own entry points, like any third-party
-plugin), and collects typed specs through the register-style hooks. As in conda's plugin
-manager (``conda/plugins/manager.py``), two plugins claiming one name is an error that
-names both providers; as in lm-evaluation-harness's registry, an unknown name suggests
-near matches.
+Built on pluggy the way its ``eggsample`` example, pytest and simonw/llm (``llm/plugins.py``)
+do: the host adds the hookspecs of ``bench.hookspecs``, registers its built-in plugins from an
+explicit tuple of module names (``BUILTIN_PLUGINS``), then loads the ``migm_bench`` entry
+points of other distributions, one at a time: a plugin that fails to import or to register is
+recorded in ``broken`` (``migm-bench ls`` lists it with its error) and skipped, so the rest
+keeps working. Registries are collected through pluggy's own hook calls, one plugin at a
+time (``subset_hook_caller``) so that each spec is attributed to its provider. As in conda's
+plugin manager (``conda/plugins/manager.py``), two plugins claiming one name is an error that
+names both providers; as in lm-evaluation-harness's registry, an unknown name suggests near
+matches, and specs name their code lazily (``bench.lazy``), so registering imports no torch.
 
-Tests build a fresh ``PluginManager(autoload=False)`` and register test-only plugins; the
-CLI uses the cached ``get_manager()``. Set ``MIGM_BENCH_NO_AUTOLOAD=1`` to skip entry points.
+Tests build a fresh ``PluginManager(autoload=False)`` (nothing registered) and register the
+plugins they need; the CLI uses the cached ``get_manager()``. ``MIGM_BENCH_NO_AUTOLOAD=1``
+skips the entry points of other distributions; the built-ins are still registered.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import copy
+import importlib
 import importlib.metadata
 import os
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
-import torch
 
 from bench import hookspecs
 from bench.config import UnknownNameError, build_config, parse_spec, suggest
 from bench.hookspecs import PROJECT
-from bench.protocol import Accelerator, BaseModel
 from bench.specs import AcceleratorSpec, BaseModelSpec, Metric, MetricSpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from bench.protocol import Accelerator, BaseModel
 
 ENTRY_POINT_GROUP = PROJECT  # "migm_bench"
 NO_AUTOLOAD_ENV = "MIGM_BENCH_NO_AUTOLOAD"
+OWN_DISTRIBUTION = "migm-bench"
+# The plugins that ship with migm-bench, registered explicitly (as pytest's
+# ``default_plugins`` and llm's ``DEFAULT_PLUGINS``): light modules whose hooks name the
+# heavy code lazily. Listed here by name only: bench/ imports no concrete plugin.
+BUILTIN_PLUGINS = (
+    "accelerators.hooks.vanilla",
+    "accelerators.hooks.few_step",
+    "accelerators.hooks.ml_cache",
+    "accelerators.hooks.recap",
+    "accelerators.hooks.taylorseer",
+    "accelerators.hooks.dllm_cache",
+    "accelerators.shortcut.hooks",
+    "base_models.maskgit.hooks",
+    "base_models.fashion.hooks",  # the default base model (bench.cli.DEFAULT_MODEL)
+    "base_models.fashion.commands",
+    "base_models.fashion.metric_hooks",  # FID / classifier metrics on Fashion-MNIST
+    "bench.metric_hooks",  # generic metrics against vanilla at the same seed
+    "metrics.plugin",  # clip_score, image_reward (opt-in), `migm-bench prompts`
+)
 
 
 class PluginError(RuntimeError):
@@ -42,8 +69,16 @@ def _autoload_default() -> bool:
 
 
 def _dist_label(dist: Any) -> str:
-    """'name version' of an importlib.metadata distribution (or pluggy's facade of one)."""
+    """'name version' of an importlib.metadata distribution."""
     return f"{dist.metadata['Name']} {dist.version}"
+
+
+def _own_label() -> str:
+    """How the built-ins' provider reads: 'migm-bench <version>'."""
+    try:
+        return f"{OWN_DISTRIBUTION} {importlib.metadata.version(OWN_DISTRIBUTION)}"
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return f"{OWN_DISTRIBUTION} (not installed)"
 
 
 def _module_label(plugin: object) -> str:
@@ -52,6 +87,10 @@ def _module_label(plugin: object) -> str:
         return name
     cls = type(plugin)
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(f"{type(err).__name__}: {err}".split())
 
 
 # (hook name, spec class, what users call it, how to get a spec's name)
@@ -65,128 +104,167 @@ _KINDS: dict[str, tuple[str, type, Callable[[Any], str]]] = {
 class PluginManager:
     """pluggy's manager plus the registries of base models, accelerators and metrics.
 
-    autoload: load the ``migm_bench`` entry points (default: yes unless the environment
-    variable ``MIGM_BENCH_NO_AUTOLOAD`` is set). plugins: extra plugin objects/modules.
+    autoload: register the built-ins and load the ``migm_bench`` entry points of other
+    distributions. None (the CLI): both, unless ``MIGM_BENCH_NO_AUTOLOAD`` is set, which keeps
+    the built-ins only; False (tests): nothing but ``plugins``. plugins: extra plugin
+    objects/modules, registered last.
     """
 
     def __init__(self, autoload: bool | None = None, plugins: Iterable[object] = ()) -> None:
         self.pm = pluggy.PluginManager(PROJECT)
         self.pm.add_hookspecs(hookspecs)
-        self._registries: dict[str, dict[str, Any]] | None = None
-        if _autoload_default() if autoload is None else autoload:
-            self.load_entry_points()
+        self._registries: dict[str, dict[str, Any]] = {}
+        self._providers: dict[str, str] = {}  # pluggy plugin name -> 'distribution version'
+        self._entry_points: dict[str, str] = {}  # loaded entry point -> 'module of distribution'
+        self.broken: dict[str, str] = {}  # entry-point name -> what it is and why it was skipped
+        if autoload is not False:
+            self.register_builtins()
+            if autoload or _autoload_default():
+                self.load_entry_points()
         for plugin in plugins:
             self.register(plugin)
 
     # ---------------------------------------------------------------- registration
+    def register_builtins(self) -> None:
+        """Register ``BUILTIN_PLUGINS`` (provider: this distribution)."""
+        own = _own_label()
+        for module_name in BUILTIN_PLUGINS:
+            plugin = importlib.import_module(module_name)
+            self.register(plugin, name=module_name)
+            self._providers[module_name] = own
+
     def load_entry_points(self) -> int:
-        """Load every installed ``migm_bench`` entry point (pluggy's
-        ``load_setuptools_entrypoints``), with errors that name the distribution."""
-        try:
-            count = self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-        except Exception as err:  # name the culprit instead of a bare ImportError
-            raise PluginError(self._describe_load_failure(err)) from err
-        self._check_entry_point_clashes()
-        self._registries = None
+        """Load the other distributions' ``migm_bench`` entry points, each on its own: one that
+        fails to import or register goes to ``self.broken`` and is skipped. Returns how many
+        were registered. Our own distribution's entry points (older installs declared the
+        built-ins there) are skipped: ``register_builtins`` has them."""
+        count = 0
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist = ep.dist
+            if ep.module in BUILTIN_PLUGINS or (dist is not None and _norm(dist.name) == OWN_DISTRIBUTION):
+                continue
+            if self._clashes(ep) or self.pm.is_blocked(ep.name):
+                continue
+            where = f"{ep.value} of {_dist_label(dist)}"
+            try:
+                plugin = ep.load()
+                self.pm.register(plugin, name=ep.name)
+            except Exception as err:  # noqa: BLE001 (any import-time error of a plugin)
+                self.broken[ep.name] = f"{where}: {_one_line(err)}"
+                continue
+            try:
+                self.pm.check_pending()  # a hook name that no spec declares (e.g. a typo)
+            except pluggy.PluginValidationError as err:
+                self.pm.unregister(plugin)
+                self.broken[ep.name] = f"{where}: {_one_line(err)}"
+                continue
+            self._providers[ep.name] = _dist_label(dist)
+            self._entry_points[ep.name] = where
+            count += 1
+        self._registries = {}
         return count
 
-    def _describe_load_failure(self, err: Exception) -> str:
-        for dist in importlib.metadata.distributions():
-            for ep in dist.entry_points:
-                if ep.group != ENTRY_POINT_GROUP or self.pm.has_plugin(ep.name):
-                    continue
-                try:
-                    ep.load()
-                except Exception as inner:  # noqa: BLE001 (any import-time error of a plugin)
-                    return (
-                        f"cannot load plugin {ep.name!r} ({ep.value}) of {_dist_label(dist)}: "
-                        f"{type(inner).__name__}: {inner}"
-                    )
-        return f"cannot load the {ENTRY_POINT_GROUP} plugins: {type(err).__name__}: {err}"
-
-    def _check_entry_point_clashes(self) -> None:
-        """pluggy silently skips an entry point whose name is taken; two *different*
-        distributions using one entry-point name is a conflict we report."""
-        loaded = {self.pm.get_name(p): d for p, d in self.pm.list_plugin_distinfo()}
-        for dist in importlib.metadata.distributions():
-            for ep in dist.entry_points:
-                if ep.group != ENTRY_POINT_GROUP or ep.name not in loaded:
-                    continue
-                other = loaded[ep.name]
-                if _norm(other.metadata["Name"]) != _norm(dist.metadata["Name"]):
-                    raise PluginError(
-                        f"plugin name {ep.name!r} is used by both {_dist_label(other)} and "
-                        f"{_dist_label(dist)}; uninstall one of them"
-                    )
+    def _clashes(self, ep: importlib.metadata.EntryPoint) -> bool:
+        """An entry-point name already registered: the same distribution seen twice is
+        skipped (True); two *different* distributions using one name is a conflict."""
+        if self.pm.get_plugin(ep.name) is None:
+            return False
+        other = self._providers.get(ep.name, ep.name)
+        mine = _dist_label(ep.dist)
+        if _norm(other.rsplit(" ", 1)[0]) != _norm(ep.dist.name):
+            raise PluginError(f"plugin name {ep.name!r} is used by both {other} and {mine}; uninstall one of them")
+        return True
 
     def register(self, plugin: object, name: str | None = None) -> None:
         """Register a plugin module/object (no-op if it is already registered)."""
         if not self.pm.is_registered(plugin):
             self.pm.register(plugin, name=name)
-            self._registries = None
+            self._registries = {}
 
     def unregister(self, plugin: object) -> None:
         if self.pm.is_registered(plugin):
             self.pm.unregister(plugin)
-            self._registries = None
+            self._registries = {}
 
     def provider_of(self, plugin: object) -> str:
-        """'distribution version' for entry-point plugins, else the module name."""
-        for p, dist in self.pm.list_plugin_distinfo():
-            if p is plugin:
-                return _dist_label(dist)
-        return _module_label(plugin)
+        """'distribution version' for built-ins and entry-point plugins, else the module name."""
+        return self._providers.get(self.pm.get_name(plugin) or "", _module_label(plugin))
 
     # ------------------------------------------------------------------ registries
-    def _collect(self) -> dict[str, dict[str, Any]]:
-        if self._registries is not None:
-            return self._registries
-        registries: dict[str, dict[str, Any]] = {}
-        for kind, (hook_name, spec_cls, name_of) in _KINDS.items():
-            found: dict[str, Any] = {}
-            hook = getattr(self.pm.hook, hook_name)
-            # Call each implementation ourselves so we know which plugin registered what.
-            for impl in hook.get_hookimpls():
-                provider = self.provider_of(impl.plugin)
-                register = self._registrar(kind, spec_cls, name_of, provider, found)
-                try:
-                    impl.function(**{arg: register for arg in impl.argnames})
-                except PluginError:
-                    raise
-                except Exception as err:  # re-raised with the provider named
-                    raise PluginError(f"{provider}: {hook_name} failed: {type(err).__name__}: {err}") from err
-            registries[kind] = dict(sorted(found.items()))
-        self._registries = registries
-        return registries
+    def _collect(self, kind: str) -> dict[str, Any]:
+        """The registry of one kind, collected through pluggy's hook calling (its argument
+        matching and call order), one plugin at a time so each spec names its provider."""
+        if kind in self._registries:
+            return self._registries[kind]
+        hook_name, spec_cls, name_of = _KINDS[kind]
+        found: dict[str, Any] = {}
+        for plugin in self._implementers(hook_name):
+            specs: list[Any] = []
+            if self._call_plugin(plugin, hook_name, register=specs.append):
+                for spec in specs:
+                    self._add(found, spec, kind, spec_cls, name_of, self.provider_of(plugin))
+        self._registries[kind] = dict(sorted(found.items()))
+        return self._registries[kind]
+
+    def _implementers(self, hook_name: str) -> list[object]:
+        """The plugins implementing ``hook_name``, in pluggy's call order (the last registered
+        first; ``tryfirst`` / ``trylast`` respected)."""
+        impls = getattr(self.pm.hook, hook_name).get_hookimpls()  # pluggy calls them last to first
+        return list(dict.fromkeys(impl.plugin for impl in reversed(impls)))
+
+    def _call_plugin(self, plugin: object, hook_name: str, **kwargs: Any) -> bool:
+        """Call ``plugin``'s implementation of ``hook_name`` through pluggy (its documented
+        ``subset_hook_caller``, every other plugin left out). An entry-point plugin that
+        raises is skipped like one that fails to import (False); a built-in or explicitly
+        registered plugin that raises is an error naming it."""
+        others = [p for p in self.pm.get_plugins() if p is not plugin]
+        try:
+            self.pm.subset_hook_caller(hook_name, remove_plugins=others)(**kwargs)
+        except PluginError:
+            raise
+        except Exception as err:  # re-raised with the provider named
+            why = f"{hook_name} failed: {_one_line(err)}"
+            if self._skip_broken(plugin, why):
+                return False
+            raise PluginError(f"{self.provider_of(plugin)}: {why}") from err
+        return True
+
+    def _skip_broken(self, plugin: object, why: str) -> bool:
+        name = self.pm.get_name(plugin)
+        if name not in self._entry_points:
+            return False
+        self.broken[name] = f"{self._entry_points.pop(name)}: {why}"
+        self.unregister(plugin)  # also forgets the registries it may already be part of
+        return True
 
     @staticmethod
-    def _registrar(kind, spec_cls, name_of, provider, found) -> Callable[[Any], None]:
-        def register(spec: Any) -> None:
-            if not isinstance(spec, spec_cls):
-                raise PluginError(
-                    f"{provider} registered a {type(spec).__name__} as a {kind}; expected {spec_cls.__name__}"
-                )
-            name = name_of(spec)
-            if name in found:
-                raise PluginError(
-                    f"{kind} {name!r} is provided by both {found[name].provider} "
-                    f"and {provider}; uninstall or rename one of them"
-                )
-            found[name] = dataclasses.replace(spec, provider=provider)
-
-        return register
+    def _add(found: dict[str, Any], spec: Any, kind: str, spec_cls: type, name_of: Callable, provider: str) -> None:
+        if not isinstance(spec, spec_cls):
+            raise PluginError(
+                f"{provider} registered a {type(spec).__name__} as a {kind}; expected {spec_cls.__name__}"
+            )
+        try:
+            name = name_of(spec)  # a metric's name is in its info, which may be a lazy reference
+        except Exception as err:  # e.g. ImportError of a lazy reference: name the provider
+            raise PluginError(f"{provider}: cannot read the {kind}'s name: {_one_line(err)}") from err
+        if name in found:
+            raise PluginError(
+                f"{kind} {name!r} is provided by both {found[name].provider} "
+                f"and {provider}; uninstall or rename one of them"
+            )
+        found[name] = _with_provider(spec, provider)
 
     def base_models(self) -> dict[str, BaseModelSpec]:
-        return self._collect()["base model"]
+        return self._collect("base model")
 
     def accelerators(self) -> dict[str, AcceleratorSpec]:
-        return self._collect()["accelerator"]
+        return self._collect("accelerator")
 
     def metrics(self) -> dict[str, MetricSpec]:
-        return self._collect()["metric"]
+        return self._collect("metric")
 
     def _get(self, kind: str, name: str) -> Any:
-        registry = self._collect()[kind]
+        registry = self._collect(kind)
         if name not in registry:
             known = f"no {kind}s are registered" if not registry else ""
             raise UnknownNameError(f"unknown {kind} {name!r}.{suggest(name, registry) or ' ' + known}")
@@ -220,6 +298,8 @@ class PluginManager:
 
     def make_base_model(self, spec: str, device: torch.device | str = "cpu") -> BaseModel:
         """Build the base model described by ``spec`` (e.g. 'maskgit:config=tiny') on ``device``."""
+        import torch  # the model's own module imports it anyway
+
         model, config = self.base_model_config(spec)
         return model.factory(config, torch.device(device))
 
@@ -233,7 +313,16 @@ class PluginManager:
     # -------------------------------------------------------------------- commands
     def add_commands(self, subparsers: Any) -> None:
         """Let plugins add CLI sub-commands (``register_commands`` hook)."""
-        self.pm.hook.register_commands(subparsers=subparsers)
+        for plugin in self._implementers("register_commands"):
+            self._call_plugin(plugin, "register_commands", subparsers=subparsers)
+
+
+def _with_provider(spec: Any, provider: str) -> Any:
+    """A copy of ``spec`` with ``provider`` set; unlike ``dataclasses.replace`` it does not
+    read (and so import) the spec's lazy fields."""
+    clone = copy.copy(spec)
+    object.__setattr__(clone, "provider", provider)  # frozen dataclass: set on the fresh copy
+    return clone
 
 
 def _norm(dist_name: str) -> str:
@@ -245,7 +334,7 @@ _default_manager: PluginManager | None = None
 
 
 def get_manager() -> PluginManager:
-    """The process-wide manager (entry points loaded on first use)."""
+    """The process-wide manager (plugins registered on first use)."""
     global _default_manager
     if _default_manager is None:
         _default_manager = PluginManager()
@@ -253,6 +342,6 @@ def get_manager() -> PluginManager:
 
 
 def reset_manager() -> None:
-    """Forget the cached manager (the next ``get_manager()`` reloads the entry points)."""
+    """Forget the cached manager (the next ``get_manager()`` registers the plugins again)."""
     global _default_manager
     _default_manager = None

@@ -4,19 +4,26 @@ A plugin module implements any of the hooks in ``bench.hookspecs``, e.g.::
 
     @hookimpl
     def register_accelerators(register):
-        register(AcceleratorSpec(name="vanilla", config_cls=VanillaConfig, factory=Vanilla, ...))
+        register(AcceleratorSpec(name="vanilla", config_cls="accelerators.vanilla:VanillaConfig",
+                                 factory="accelerators.vanilla:Vanilla", ...))
+
+``config_cls``, ``factory``, ``check`` and a metric's ``info`` take the object itself or a lazy
+``"module:attr"`` reference (``bench.lazy``): the module is imported when the field is first
+read, so registering plugins imports no torch (``migm-bench --help``, ``report``, ``plot``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
-from torch import Tensor
-
+from bench.lazy import LazyField
 from bench.protocol import Accelerator, BaseModel, GeneratedBatch, MetricInfo
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -28,8 +35,8 @@ class AcceleratorSpec:
     """
 
     name: str
-    config_cls: type
-    factory: Callable[[Any], Accelerator]
+    config_cls: type = LazyField()
+    factory: Callable[[Any], Accelerator] = LazyField()
     description: str = ""
     default_sweep: tuple[dict[str, Any], ...] = ()
     provider: str = ""  # filled in by the plugin manager (distribution / module)
@@ -40,8 +47,8 @@ class BaseModelSpec:
     """name: ``--model name:key=val``. factory(config, device) -> BaseModel."""
 
     name: str
-    config_cls: type
-    factory: Callable[[Any, torch.device], BaseModel]
+    config_cls: type = LazyField()
+    factory: Callable[[Any, torch.device], BaseModel] = LazyField()
     description: str = ""
     provider: str = ""
 
@@ -89,11 +96,11 @@ class MetricSpec:
     metric fails at start-up with it, before anything is generated.
     """
 
-    info: MetricInfo
-    factory: Callable[[BaseModel], Metric]
+    info: MetricInfo = LazyField()
+    factory: Callable[[BaseModel], Metric] = LazyField()
     default: bool = True  # part of the default metric set
     provider: str = ""
-    check: Callable[[], str | None] | None = None
+    check: Callable[[], str | None] | None = LazyField(default=None)
 
     def unavailable(self) -> str | None:
         """The reason this metric cannot run here (from ``check``), or None."""

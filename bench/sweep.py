@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from bench.config import config_tag
+from bench.config import DEFAULT_REFERENCE, config_tag
 from bench.guards import GuardError, check_run_name, flatten_name
 from bench.interleave import DEFAULT_ROUNDS
 from bench.plugins import PluginManager, get_manager
@@ -18,7 +18,6 @@ from bench.timing import DEFAULT_TIMING_THREADS
 
 # The accelerator whose time and outputs every configuration is compared with, unless the
 # sweep names another (``Sweep.reference``, ``migm-bench run --reference``).
-DEFAULT_REFERENCE = "vanilla"
 
 
 class SweepError(ValueError):

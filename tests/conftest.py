@@ -15,7 +15,7 @@ import torch
 import bench.plugins
 from bench.plugins import PluginManager
 
-BUILTIN_PLUGINS = ("accelerators.vanilla", "accelerators.few_step", "base_models.maskgit.plugin")
+BUILTIN_PLUGINS = ("accelerators.hooks.vanilla", "accelerators.hooks.few_step", "base_models.maskgit.hooks")
 TINY_MODEL = "maskgit:config=tiny"
 
 

@@ -630,7 +630,7 @@ def test_bad_configs_are_rejected_clearly():
 
 
 def test_plugins_register_specs_with_sweeps():
-    from accelerators import dllm_cache, ml_cache, recap, taylorseer
+    from accelerators.hooks import dllm_cache, ml_cache, recap, taylorseer
     from bench.config import build_config
 
     specs = []

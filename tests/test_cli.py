@@ -19,9 +19,9 @@ def test_ls_lists_everything_with_providers(default_manager, capsys):
     assert main(["ls"]) == 0
     out = capsys.readouterr().out
     sections = out.split("accelerators:")
-    assert "maskgit" in sections[0] and "[base_models.maskgit.plugin]" in sections[0]
+    assert "maskgit" in sections[0] and "[base_models.maskgit.hooks]" in sections[0]
     few = next(line for line in out.splitlines() if line.strip().startswith("few-step"))
-    assert "[accelerators.few_step]" in few and "default sweep: 3" in few and "fewer steps" in few
+    assert "[accelerators.hooks.few_step]" in few and "default sweep: 3" in few and "fewer steps" in few
     metric = next(line for line in out.splitlines() if line.strip().startswith("same_tokens"))
     assert "higher is better" in metric and "vs vanilla" in metric and "default" in metric
 

@@ -1,10 +1,9 @@
 """The contract every accelerator keeps, run over every registered accelerator.
 
-Accelerators are discovered through the plugin manager (``bench.plugins``): the built-in
-example plugins ``accelerators.vanilla`` and ``accelerators.few_step`` are registered
-explicitly, and every plugin installed under the ``migm_bench`` entry-point group joins
-automatically (the package's caches and the shortcut, once it is installed with its entry
-points, and any third-party plugin). Each accelerator runs every configuration of its
+Accelerators are discovered through the plugin manager (``bench.plugins``): the built-ins
+(``bench.plugins.BUILTIN_PLUGINS``: vanilla, few-step, the caches, the shortcut) are
+registered by name, and every plugin installed under the ``migm_bench`` entry-point group
+joins automatically (any third-party plugin). Each accelerator runs every configuration of its
 ``default_sweep`` on the tiny random MaskGIT on CPU, with and without classifier-free
 guidance, and must:
 
@@ -30,8 +29,8 @@ from typing import Any
 import pytest
 import torch
 
-import accelerators.few_step
-import accelerators.vanilla
+import accelerators.hooks.few_step
+import accelerators.hooks.vanilla
 from accelerators.vanilla import Vanilla, VanillaConfig
 from base_models.maskgit.testing import tiny_maskgit
 from bench.config import build_config, config_tag
@@ -39,7 +38,7 @@ from bench.protocol import SamplingSettings, StepContext, StepOutput
 from bench.sampling import SampleResult, sample
 from bench.specs import AcceleratorSpec
 
-BUILTIN_PLUGINS = (accelerators.vanilla, accelerators.few_step)
+BUILTIN_PLUGINS = (accelerators.hooks.vanilla, accelerators.hooks.few_step)
 
 # The sweeps are tuned for the reference N = 12 (MaskGIT-pytorch's default); the tiny model's
 # own default is 6, under which e.g. few-step:steps=8 would do *more* forwards than vanilla.

@@ -23,7 +23,8 @@ import torch
 from conftest import TINY_MODEL
 
 import accelerators.vanilla
-import base_models.fashion.plugin
+import base_models.fashion.hooks
+import bench.metric_hooks
 import bench.metrics
 from accelerators.vanilla import Vanilla
 from bench import integrity
@@ -138,11 +139,11 @@ class FaultPlugin:
 @pytest.fixture
 def faulty(manager):
     manager.register(FaultPlugin())
-    manager.register(bench.metrics)  # psnr / token agreement / ... against vanilla
-    manager.register(base_models.fashion.plugin)  # loads MaskGIT weights from files
-    import accelerators.shortcut.accelerator
+    manager.register(bench.metric_hooks)  # psnr / token agreement / ... against vanilla
+    manager.register(base_models.fashion.hooks)  # loads MaskGIT weights from files
+    import accelerators.shortcut.hooks
 
-    manager.register(accelerators.shortcut.accelerator)
+    manager.register(accelerators.shortcut.hooks)
     return manager
 
 

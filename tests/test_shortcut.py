@@ -19,9 +19,10 @@ from safetensors import safe_open
 
 from accelerators.shortcut import collect as collect_cmd
 from accelerators.shortcut import train as train_cmd
-from accelerators.shortcut.accelerator import Shortcut, ShortcutConfig, register_commands
+from accelerators.shortcut.accelerator import Shortcut, ShortcutConfig
 from accelerators.shortcut.collect import collect
 from accelerators.shortcut.data import Trajectories, make_pairs, read_manifest, shard_seed
+from accelerators.shortcut.hooks import register_commands
 from accelerators.shortcut.model import ShortcutNet, ShortcutNetConfig, cost_per_call, embedding_tables
 from accelerators.shortcut.schedule import full_steps
 from accelerators.shortcut.train import TrainOptions, ema_decay, lr_factor, masked_mse, train

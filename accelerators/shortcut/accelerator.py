@@ -13,7 +13,8 @@ Weights are per base model (bound by its fingerprint): the default file for base
 ``<name>`` is ``accelerators/shortcut/weights/<name>_shortcut.safetensors``, and
 ``<name>_shortcut_nocross.safetensors`` for the ``nocross`` ablation variant.
 
-Plugin hooks: the accelerator, and the ``shortcut collect`` / ``shortcut train`` commands.
+Registered (with the ``shortcut collect`` / ``train`` / ``cost`` / ``overhead`` commands) by
+``accelerators.shortcut.hooks``.
 """
 
 from __future__ import annotations
@@ -31,10 +32,8 @@ from accelerators.shortcut.weights import (
 )
 from bench.accelerator_base import AcceleratorBase
 from bench.config import ALWAYS_TAG, UnknownNameError, suggest
-from bench.hookspecs import hookimpl
 from bench.integrity import sha256
 from bench.protocol import BaseModel, StepContext, StepOutput
-from bench.specs import AcceleratorSpec
 
 VARIANTS = {"default": False, "nocross": True}  # variant -> trained without cross-attention
 
@@ -142,47 +141,3 @@ class Shortcut(AcceleratorBase):
             self.counts.other_calls += 1
         return self.output(model, features)
 
-
-@hookimpl
-def register_accelerators(register):
-    register(
-        AcceleratorSpec(
-            name="shortcut",
-            config_cls=ShortcutConfig,
-            factory=Shortcut,
-            description="MIGM-Shortcut: B of N full steps, a learned feature shortcut in between",
-            default_sweep=(
-                {"steps": 16, "budget": 8},
-                {"steps": 16, "budget": 6},
-                {"steps": 16, "budget": 4},
-                {"steps": 32, "budget": 6},
-                {"steps": 16, "budget": 6, "variant": "nocross"},
-            ),
-        )
-    )
-
-
-@hookimpl
-def register_commands(subparsers):
-    from accelerators.shortcut import collect, train
-
-    parser = subparsers.add_parser("shortcut", help="MIGM-Shortcut: collect trajectories, train the shortcut")
-    commands = parser.add_subparsers(
-        dest="shortcut_command", metavar="{collect,train,cost,overhead}", required=True
-    )
-    collect_parser = commands.add_parser("collect", help="record the base model's feature trajectories",
-                                         description=collect.__doc__.splitlines()[0])  # fmt: skip
-    collect.add_arguments(collect_parser).set_defaults(func=collect.run)
-    train_parser = commands.add_parser("train", help="train the shortcut network on recorded trajectories",
-                                       description=train.__doc__.splitlines()[0])  # fmt: skip
-    train.add_arguments(train_parser).set_defaults(func=train.run)
-    from accelerators.shortcut import cost
-
-    cost_parser = commands.add_parser("cost", help="per-call FLOPs and latency of the shortcut vs a base forward",
-                                      description=cost.__doc__.splitlines()[0])  # fmt: skip
-    cost.add_arguments(cost_parser).set_defaults(func=cost.run)
-    from accelerators.shortcut import overhead
-
-    overhead_parser = commands.add_parser("overhead", help="the loop's own cost and the shortcut's share of S*",
-                                          description=overhead.__doc__.splitlines()[0])  # fmt: skip
-    overhead.add_arguments(overhead_parser).set_defaults(func=overhead.run)

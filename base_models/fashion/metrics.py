@@ -1,6 +1,6 @@
-"""Quality metrics of the embedded Fashion-MNIST default, as a plugin.
+"""Quality metrics of the embedded Fashion-MNIST default (registered by
+``base_models.fashion.metric_hooks``, which names the infos and factories below):
 
-Registers:
   * ``fid`` / ``kid`` (reference "data"): FID and KID of the generated images against the
     10k Fashion-MNIST test images, in the 128-d penultimate feature space of the shipped
     classifier (``base_models.fashion.classifier``) instead of Inception-v3. Real
@@ -36,10 +36,9 @@ from base_models.fashion.classifier import (
     load_classifier,
 )
 from bench.batch_memo import BatchMemo
-from bench.hookspecs import hookimpl
 from bench.metrics import FIDMetric, KIDMetric, RealFeatures, inception_score, require_dataset
 from bench.protocol import BaseModel, GeneratedBatch, MetricInfo
-from bench.specs import MetricContext, MetricSpec, MetricUnavailable
+from bench.specs import MetricContext, MetricUnavailable
 
 DATASET = "fashion-mnist"
 IMAGE_SHAPE = (1, 32, 32)
@@ -179,10 +178,3 @@ def _inception_score(model: BaseModel) -> InceptionScore:
     require_fashion(model, "inception_score")
     return InceptionScore(classifier_for_metrics())
 
-
-@hookimpl
-def register_metrics(register):
-    register(MetricSpec(info=FID_INFO, factory=_fid))
-    register(MetricSpec(info=KID_INFO, factory=_kid))
-    register(MetricSpec(info=CLASS_ACCURACY_INFO, factory=_class_accuracy))
-    register(MetricSpec(info=INCEPTION_SCORE_INFO, factory=_inception_score))

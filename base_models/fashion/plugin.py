@@ -1,4 +1,7 @@
-"""``fashion``: the embedded default, a MaskGIT v1 trained here on Fashion-MNIST and shipped."""
+"""``fashion``: the embedded default, a MaskGIT v1 trained here on Fashion-MNIST and shipped.
+
+Registered by ``base_models.fashion.hooks``, which names this module's config and factory.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,8 @@ import torch
 
 from base_models.maskgit.checkpoint import load_transformer_safetensors, load_vqgan_safetensors
 from base_models.maskgit.model import MaskGITModel
-from bench.hookspecs import hookimpl
 from bench.protocol import SamplingSettings
 from bench.sampling_options import apply_sampling_options
-from bench.specs import BaseModelSpec
 
 WEIGHTS = Path(__file__).parent / "weights"
 # Sampling defaults of the embedded model (MaskGIT-pytorch semantics, N chosen for 64 tokens).
@@ -49,14 +50,3 @@ def load_fashion(cfg: FashionConfig | None = None, device: torch.device | str = 
     )
     return model.to(device)
 
-
-@hookimpl
-def register_base_models(register):
-    register(
-        BaseModelSpec(
-            name="fashion",
-            config_cls=FashionConfig,
-            factory=load_fashion,
-            description="embedded default: MaskGIT v1 (12x128) + VQGAN trained on Fashion-MNIST, shipped",
-        )
-    )

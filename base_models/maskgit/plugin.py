@@ -5,6 +5,7 @@ random model.
 loaded strictly into the tiny shapes), ``imagenet256`` / ``imagenet512`` (the public
 checkpoints' shapes), ``auto`` (shapes read from the checkpoint file itself). A given
 checkpoint or VQGAN file is always loaded, or refused with an error; it is never ignored.
+Registered by ``base_models.maskgit.hooks``, which names this module's config and factory.
 """
 
 from __future__ import annotations
@@ -32,10 +33,8 @@ from base_models.maskgit.testing import TINY_SAMPLING, TINY_TRANSFORMER, TINY_VQ
 from base_models.maskgit.transformer import MaskTransformer, TransformerConfig
 from base_models.maskgit.vqgan import VQModel
 from bench.config import UnknownNameError, suggest
-from bench.hookspecs import hookimpl
 from bench.protocol import SamplingSettings
 from bench.sampling_options import apply_sampling_options
-from bench.specs import BaseModelSpec
 
 CONFIGS = {"imagenet256": IMAGENET_256, "imagenet512": IMAGENET_512}
 KNOWN = ("tiny", *CONFIGS, "auto")
@@ -156,14 +155,3 @@ def build_maskgit(cfg: MaskGITPluginConfig, device: torch.device) -> MaskGITMode
     model.default_sampling = sampling
     return model.to(device)
 
-
-@hookimpl
-def register_base_models(register):
-    register(
-        BaseModelSpec(
-            name="maskgit",
-            config_cls=MaskGITPluginConfig,
-            factory=build_maskgit,
-            description="MaskGIT-pytorch v1 (tiny random, public ImageNet checkpoints, or any v1 checkpoint)",
-        )
-    )
