@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.compare import add_noise_check_arguments, noise_check
-from bench.config import DEFAULT_REFERENCE, UnknownNameError, suggest
+from bench.config import DEFAULT_REFERENCE, DEFAULT_TIMING_THREADS, UnknownNameError, suggest
 from bench.guards import GuardError, load_sweep_yaml
 from bench.integrity import IntegrityError
 from bench.plugins import PluginError, PluginManager, get_manager
@@ -122,6 +122,7 @@ _YAML_KEYS = (
     "keep_features",
     "retry_failed",
     "reference",
+    "threads",
 )
 
 
@@ -149,7 +150,7 @@ def _read_yaml(path: str) -> dict[str, Any]:
 
 _YAML_TYPES = {"model": str, "name": str, "out": str, "device": str, "keep_features": bool,
                "retry_failed": bool, "default_sweep": bool}  # fmt: skip
-_YAML_INTS = ("steps", "images", "batch_size", "seed", "replicates", "warmup", "limit")
+_YAML_INTS = ("steps", "images", "batch_size", "seed", "replicates", "warmup", "limit", "threads")
 
 
 def _check_yaml_type(path: str, key: str, value: Any) -> None:
@@ -187,6 +188,7 @@ def sweep_from_args(args: argparse.Namespace, manager: PluginManager) -> Sweep:
         "limit": args.limit,
         "device": args.device,
         "reference": args.reference,
+        "threads": args.threads,
         "metrics": None
         if args.metrics is None
         else [m.strip() for m in args.metrics.split(",") if m.strip()],
@@ -209,7 +211,7 @@ def sweep_from_args(args: argparse.Namespace, manager: PluginManager) -> Sweep:
         accels = default_sweep_specs(manager, opts.get("reference", DEFAULT_REFERENCE)) + accels
     opts.setdefault("model", default_model())
     fields = {f.name: f for f in dataclasses.fields(Sweep)}
-    for key in ("steps", "images", "batch_size", "seed", "replicates", "warmup", "limit"):
+    for key in _YAML_INTS:
         if key in opts and opts[key] is not None and (not isinstance(opts[key], int) or isinstance(opts[key], bool)):
             raise CLIError(f"{key} must be an integer, got {opts[key]!r}")
     return Sweep(accelerators=accels, **{k: v for k, v in opts.items() if k in fields})
@@ -359,6 +361,12 @@ def build_parser(manager: PluginManager) -> argparse.ArgumentParser:
         "(default 10; at least one per batch)",
     )
     p.add_argument("--warmup", type=int, help="untimed warm-up batches (default 1)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help=f"torch intra-op threads while timing (default {DEFAULT_TIMING_THREADS}: speed-ups that stay put "
+        "when other jobs share the CPU; 0 = torch's default, one per core)",
+    )
     p.add_argument("--name", help="run name (default: derived from the settings, so reruns resume)")
     p.add_argument("--out", help="results root directory (default results)")
     p.add_argument("--limit", type=int, help="smoke run: at most this many images per configuration")

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # imported where used: the CLI imports this module at start-up
     import pandas as pd
 
+from bench.config import DEFAULT_TIMING_THREADS
+
 AGREEMENT = 0.10  # the noise check passes when every speed-up moves less than this under load
 REFERENCE_RUN = Path(__file__).resolve().parent.parent / "results" / "reference-cpu"
 
@@ -126,7 +128,7 @@ def noise_check(args: argparse.Namespace, manager) -> int:
     for name in ("quiet", "hog"):
         sweep = Sweep(
             model=args.model or "fashion", accelerators=list(specs), images=args.images, batch_size=args.batch_size,
-            replicates=args.rounds, metrics=metrics, name=name, out=str(out), device=args.device,
+            replicates=args.rounds, metrics=metrics, name=name, out=str(out), device=args.device, threads=args.threads,
         )  # fmt: skip
         print(f"noise check: {name} run -> {out / name}", flush=True)
         command = ["migm-bench", "noise-check", name]
@@ -161,4 +163,15 @@ def add_noise_check_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", default="results", help="results root (default results; runs are git-ignored)"
     )
     parser.add_argument("--device", default="auto")
+    add_threads_argument(parser)
     parser.add_argument("--no-progress", action="store_true")
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` of the timing commands (``bench.config.DEFAULT_TIMING_THREADS``)."""
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=DEFAULT_TIMING_THREADS,
+        help=f"torch intra-op threads while timing (default {DEFAULT_TIMING_THREADS}; 0 = torch's default)",
+    )

@@ -16,6 +16,13 @@ from typing import Any, TypeVar
 
 DEFAULT_REFERENCE = "vanilla"  # the accelerator speed-ups and "vs vanilla" metrics are measured against
 
+# Intra-op threads while timing. On a shared machine with few cores, torch's default (one
+# thread per core) makes every parallel op wait for whichever core another job holds: a
+# single background job then slows small-op configurations (caches, the shortcut) more than
+# vanilla's large matmuls and shifts their speed-ups. One thread gives up absolute speed
+# for speed-ups that stay put under load (the noise check, ``migm-bench noise-check``).
+DEFAULT_TIMING_THREADS = 1
+
 T = TypeVar("T")
 
 

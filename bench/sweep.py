@@ -8,13 +8,12 @@ from typing import Any
 
 import torch
 
-from bench.config import DEFAULT_REFERENCE, config_tag
+from bench.config import DEFAULT_REFERENCE, DEFAULT_TIMING_THREADS, config_tag
 from bench.guards import GuardError, check_run_name, flatten_name
 from bench.interleave import DEFAULT_ROUNDS
 from bench.plugins import PluginManager, get_manager
 from bench.results import ConfigKey
 from bench.specs import AcceleratorSpec
-from bench.timing import DEFAULT_TIMING_THREADS
 
 # The accelerator whose time and outputs every configuration is compared with, unless the
 # sweep names another (``Sweep.reference``, ``migm-bench run --reference``).

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from bench.config import DEFAULT_TIMING_THREADS  # noqa: F401 (public here too)
+
 
 def synchronize(device: torch.device | str) -> None:
     """Wait for all queued work on ``device`` (no-op on CPU, where ops are synchronous)."""
@@ -198,12 +200,6 @@ def invocation_environment(device: torch.device | str) -> dict[str, Any]:
     }
 
 
-# Intra-op threads while timing. On a shared machine with few cores, torch's default (one
-# thread per core) makes every parallel op wait for whichever core another job holds: a
-# single background job then slows small-op configurations (caches, the shortcut) more than
-# vanilla's large matmuls and shifts their speed-ups. One thread gives up absolute speed
-# for speed-ups that stay put under load (the noise check, ``migm-bench noise-check``).
-DEFAULT_TIMING_THREADS = 1
 
 
 @contextmanager

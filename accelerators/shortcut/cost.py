@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 
 from accelerators.shortcut.weights import default_weights_path, load_shortcut
+from bench.compare import add_threads_argument
 from bench.flops import count_flops
 from bench.forward import full_forward, logits_of
-from bench.timing import median, time_replicates
+from bench.timing import median, time_replicates, timing_threads
 
 
 def speedup_limit(steps: int, budget: int, c: float) -> float:
@@ -59,6 +60,11 @@ def measure_cost(model, net, rows: int, replicates: int = 7) -> dict[str, float]
 
 
 def run(args: argparse.Namespace) -> int:
+    with timing_threads(args.threads):  # as the runs it predicts
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from bench.plugins import get_manager
 
     model = get_manager().make_base_model(args.model, torch.device("cpu"))
@@ -93,6 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--model", default="fashion", help="base model spec (default fashion)")
     parser.add_argument("--rows", type=int, default=200, help="batch rows per call (default 200: 100 images x CFG)")
     parser.add_argument("--replicates", type=int, default=7)
+    add_threads_argument(parser)
     parser.add_argument("--schedules", nargs="*", default=["16/4", "16/6", "16/8", "32/6"],
                         help="N/B pairs to report S* for")  # fmt: skip
     parser.add_argument("--out", default="results/default/shortcut_cost.json")

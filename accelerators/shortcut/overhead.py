@@ -17,7 +17,9 @@ import torch
 
 from accelerators.shortcut.cost import measure_cost, speedup_limit
 from accelerators.shortcut.weights import default_weights_path, load_shortcut
+from bench.compare import add_threads_argument
 from bench.overhead import measure_loop_overhead, overhead_report
+from bench.timing import timing_threads
 
 SHORTCUTS = ["shortcut:steps=16,budget=4", "shortcut:steps=16,budget=6", "shortcut:steps=16,budget=8"]
 OTHERS = ["few-step:steps=4"]  # the fastest configuration of the default sweep
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     manager = get_manager()
     device = resolve_device(args.device)
     model = manager.make_base_model(args.model, device)
-    with torch.no_grad():
+    with torch.no_grad(), timing_threads(args.threads):
         table = measure_loop_overhead(
             manager, model, args.accel or SHORTCUTS + OTHERS, args.batch_size, args.rounds, device, args.seed
         )
@@ -74,5 +76,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=10, help="interleaved timed rounds (default 10)")
     parser.add_argument("--cost-replicates", type=int, default=7, help="timed calls per cost measurement")
     parser.add_argument("--device", default="auto")
+    add_threads_argument(parser)
     parser.add_argument("--seed", type=int, default=0)
     return parser
