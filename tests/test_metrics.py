@@ -257,8 +257,8 @@ def test_metric_needing_a_dataset_refuses_other_models_in_one_line():
 
 def test_builtin_metric_specs_declare_their_labels():
     """Labels come from the specs (recorded in run.json by the runner), not from bench.plots."""
-    from base_models.fashion import metrics as fashion
-    from bench import metrics as generic
+    from base_models.fashion import metric_hooks as fashion
+    from bench import metric_hooks as generic
     from metrics import plugin as t2i
 
     specs = []
