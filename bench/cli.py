@@ -6,6 +6,7 @@
     migm-bench run --config sweep.yaml --images 16 # YAML first, flags override it
     migm-bench plot results/RUN                    Pareto figures of a run
     migm-bench report results/RUN                  Markdown summary of a run
+    migm-bench check shortcut                      the contract checks on an installed plugin
 
 Plugins add sub-commands through the ``register_commands(subparsers)`` hook; ``-p MODULE``
 registers an importable module as a plugin for one invocation. Bad names, options or files
@@ -23,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import check
 from bench.compare import add_noise_check_arguments, noise_check
 from bench.config import UnknownNameError, suggest
 from bench.guards import GuardError, load_sweep_yaml
@@ -354,6 +356,13 @@ def build_parser(manager: PluginManager) -> argparse.ArgumentParser:
     )
     add_noise_check_arguments(p)
     p.set_defaults(func=bind(noise_check))
+
+    p = sub.add_parser(
+        "check",
+        help="run the accelerator or base-model contract checks on an installed plugin",
+        description=check.__doc__.split("\n\n")[1].replace("\n", " ").replace("``", ""),
+    )
+    check.add_arguments(p, default_model()).set_defaults(func=bind(check.cmd_check))
 
     p = sub.add_parser("plot", help="Pareto figures of a run directory")
     p.add_argument("run_dir")
