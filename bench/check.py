@@ -98,13 +98,21 @@ def accelerator_checks(
             yield from _accelerator_run_checks(where, model, build, settings)
 
 
-def _accelerator_run_checks(where: str, model: BaseModel, build: Callable[[], Any], settings: SamplingSettings):
+def _accelerator_run_checks(
+    where: str, model: BaseModel, build: Callable[[], Any], settings: SamplingSettings
+):
     checks = {
-        "same seed gives identical tokens": lambda: contract.check_same_seed_gives_identical_tokens(model, build, settings),
-        "reset makes runs repeatable": lambda: contract.check_reset_makes_runs_repeatable(model, build, settings),
+        "same seed gives identical tokens": lambda: contract.check_same_seed_gives_identical_tokens(
+            model, build, settings
+        ),
+        "reset makes runs repeatable": lambda: contract.check_reset_makes_runs_repeatable(
+            model, build, settings
+        ),
         # vanilla does one full forward per step at the reference N
         "counts are sane": lambda: contract.check_counts_are_sane(model, build, settings, settings.steps),
-        "finite logits and valid tokens": lambda: contract.check_finite_logits_and_valid_tokens(model, build, settings),
+        "finite logits and valid tokens": lambda: contract.check_finite_logits_and_valid_tokens(
+            model, build, settings
+        ),
     }
     for label, check in checks.items():
         yield run_one(f"{where}: {label}", check)
@@ -119,10 +127,17 @@ def base_model_checks(spec: str, model: BaseModel) -> Iterator[CheckResult]:
 
 # --------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser, default_model: str) -> argparse.ArgumentParser:
-    parser.add_argument("name", metavar="NAME", help="an accelerator or base model, optionally with options "
-                        "(shortcut:budget=4 checks that configuration only; default: the whole default sweep)")  # fmt: skip
-    parser.add_argument("--model", default=default_model,
-                        help=f"base model to check an accelerator on (default {default_model!r})")  # fmt: skip
+    parser.add_argument(
+        "name",
+        metavar="NAME",
+        help="an accelerator or base model, optionally with options (shortcut:budget=4 checks that "
+        "configuration only; default: the whole default sweep)",
+    )
+    parser.add_argument(
+        "--model",
+        default=default_model,
+        help=f"base model to check an accelerator on (default {default_model!r})",
+    )
     parser.add_argument("--steps", type=int, help="reference N (default: the base model's default N)")
     parser.add_argument("--device", default="cpu", help="device to check on (default cpu)")
     return parser

@@ -66,7 +66,10 @@ class CheckedAccelerator(AcceleratorWrapper):
         rows = ctx.tokens.shape[0]
         where = f"step {ctx.step}/{ctx.num_steps}"
         want = (rows, model.num_image_tokens, model.codebook_size)
-        require(tuple(out.logits.shape) == want, f"{where}: logits of shape {tuple(out.logits.shape)}, want {want}")
+        require(
+            tuple(out.logits.shape) == want,
+            f"{where}: logits of shape {tuple(out.logits.shape)}, want {want}",
+        )
         require(torch.isfinite(out.logits).all(), f"{where}: non-finite logits")
         if out.features is not None:
             want = (rows, model.seq_len, model.dim)
@@ -77,7 +80,11 @@ class CheckedAccelerator(AcceleratorWrapper):
 
 
 def run_checked(
-    model: BaseModel, accelerator: Accelerator, seed: int, settings: SamplingSettings, n_images: int = N_IMAGES
+    model: BaseModel,
+    accelerator: Accelerator,
+    seed: int,
+    settings: SamplingSettings,
+    n_images: int = N_IMAGES,
 ) -> SampleResult:
     """Sample ``n_images`` with ``accelerator`` (every step's output checked) from ``seed``."""
     g = torch.Generator().manual_seed(seed)
@@ -110,7 +117,10 @@ def check_reset_makes_runs_repeatable(
     again = run_checked(model, acc, 0, settings)
     require(_same_run(first, again), "after reset, the same seed gave other tokens (state survives reset)")
     counts = dataclasses.asdict(acc.counts)
-    require(counts == first_counts, f"counts do not restart at reset: {first_counts} the first time, {counts} later")
+    require(
+        counts == first_counts,
+        f"counts do not restart at reset: {first_counts} the first time, {counts} later",
+    )
 
 
 def check_counts_are_sane(
@@ -126,7 +136,10 @@ def check_counts_are_sane(
         f"{c.full_forwards} full forwards, vanilla does {max_full_forwards}",
     )
     require(c.partial_forwards >= 0 and c.other_calls >= 0, f"negative counts: {c}")
-    require(0.0 <= c.partial_positions <= c.partial_forwards, f"partial_positions outside [0, partial_forwards]: {c}")
+    require(
+        0.0 <= c.partial_positions <= c.partial_forwards,
+        f"partial_positions outside [0, partial_forwards]: {c}",
+    )
     require(0.0 <= c.as_dict()["partial_coverage"] <= 1.0, f"partial coverage outside [0, 1]: {c}")
     require(c.full_forwards + c.partial_forwards + c.other_calls >= 1, f"no model call counted: {c}")
 
@@ -153,7 +166,9 @@ def check_steps_zero_is_the_default(build_with: Callable[[dict[str, Any]], Accel
         return f"not applicable ({type(err).__name__}: {err})"
     for default in (6, 16):
         got = acc.num_steps(default)
-        require(got == default, f"steps=0 gave num_steps({default}) = {got}; 0 must mean the model's default N")
+        require(
+            got == default, f"steps=0 gave num_steps({default}) = {got}; 0 must mean the model's default N"
+        )
     return None
 
 
@@ -175,7 +190,9 @@ def check_base_model_shapes(model: BaseModel) -> None:
     """Sizes that agree: P <= L, V >= 2, a mask id outside the codes [0, V), some blocks, and a
     default N in [1, P]."""
     P, L, V = model.num_image_tokens, model.seq_len, model.codebook_size
-    require(isinstance(model.name, str) and model.name, f"name must be a non-empty string, got {model.name!r}")
+    require(
+        isinstance(model.name, str) and model.name, f"name must be a non-empty string, got {model.name!r}"
+    )
     require(0 < P <= L, f"num_image_tokens P={P} must be in [1, seq_len={L}]")
     require(V >= 2 and model.dim >= 1, f"codebook_size V={V} and dim D={model.dim} must be positive")
     require(not 0 <= model.mask_id < V, f"mask_id {model.mask_id} is one of the V={V} codes")
@@ -192,10 +209,17 @@ def check_conditions_and_start(model: BaseModel) -> None:
     require(a.shape[0] == 3, f"conditions(3, g) returned {a.shape[0]} conditions")
     require(torch.equal(a, b), "conditions(n, g) differ for the same seed (randomness outside the generator)")
     null = model.null_conditions(a)
-    require(null.shape == a.shape, f"null_conditions changed the shape {tuple(a.shape)} -> {tuple(null.shape)}")
+    require(
+        null.shape == a.shape, f"null_conditions changed the shape {tuple(a.shape)} -> {tuple(null.shape)}"
+    )
     start = model.initial_tokens(3)
-    require(tuple(start.shape) == (3, model.num_image_tokens), f"initial_tokens(3) has shape {tuple(start.shape)}")
-    require(start.dtype == torch.long and (start == model.mask_id).all(), "initial_tokens must be all mask_id (long)")
+    require(
+        tuple(start.shape) == (3, model.num_image_tokens), f"initial_tokens(3) has shape {tuple(start.shape)}"
+    )
+    require(
+        start.dtype == torch.long and (start == model.mask_id).all(),
+        "initial_tokens must be all mask_id (long)",
+    )
 
 
 @torch.no_grad()
@@ -210,7 +234,9 @@ def check_blocks(model: BaseModel) -> None:
         H = block.num_heads
         want = (2, H, Q, model.dim // H)
         for name, t in (("q", q), ("k", k), ("v", v)):
-            require(tuple(t.shape) == want, f"block {i}: qkv's {name} has shape {tuple(t.shape)}, want {want}")
+            require(
+                tuple(t.shape) == want, f"block {i}: qkv's {name} has shape {tuple(t.shape)}, want {want}"
+            )
         require_close(block.value(h), v, f"block {i}: value(h) differs from qkv(h)'s v")
         for name, out in (("attend", block.attend(q, k, v)), ("mlp", block.mlp(h))):
             require(tuple(out.shape) == (2, Q, model.dim), f"block {i}: {name} has shape {tuple(out.shape)}")
@@ -228,9 +254,13 @@ def check_full_forward(model: BaseModel) -> None:
     want = (3, model.num_image_tokens, model.codebook_size)
     require(tuple(logits.shape) == want, f"logits of shape {tuple(logits.shape)}, want {want}")
     require(torch.isfinite(feats).all() and torch.isfinite(logits).all(), "non-finite features or logits")
-    ids = torch.randint(0, model.codebook_size, (3, 4), generator=torch.Generator().manual_seed(0)).to(tokens.device)
+    ids = torch.randint(0, model.codebook_size, (3, 4), generator=torch.Generator().manual_seed(0)).to(
+        tokens.device
+    )
     emb = model.embed_tokens(ids, torch.arange(4, device=tokens.device).expand(3, -1))
-    require(tuple(emb.shape) == (3, 4, model.dim), f"embed_tokens of shape {tuple(emb.shape)}, want (3, 4, D)")
+    require(
+        tuple(emb.shape) == (3, 4, model.dim), f"embed_tokens of shape {tuple(emb.shape)}, want (3, 4, D)"
+    )
 
 
 @torch.no_grad()
@@ -242,7 +272,9 @@ def check_partial_forward(model: BaseModel) -> None:
     feats, caches = full_forward(model, tokens, cond)
     _, stale = full_forward(model, *_half_masked_batch(model, 2, seed=3))
     every = torch.arange(model.seq_len, device=tokens.device).expand(2, -1)
-    require_close(partial_forward(model, tokens, cond, every, stale), feats, "partial forward on every position")
+    require_close(
+        partial_forward(model, tokens, cond, every, stale), feats, "partial forward on every position"
+    )
     P = model.num_image_tokens
     picks = torch.randperm(P, generator=torch.Generator().manual_seed(0))[: min(4, P)]
     positions = torch.stack([picks.sort().values, picks.flip(0)]).to(tokens.device)  # (2, Q) per-row subsets
@@ -255,10 +287,18 @@ def check_partial_forward(model: BaseModel) -> None:
 @torch.no_grad()
 def check_decode(model: BaseModel) -> None:
     """``decode``: (n, P) tokens -> (n, C, H, W) images in [0, 1]."""
-    tokens = torch.randint(0, model.codebook_size, (2, model.num_image_tokens), generator=torch.Generator().manual_seed(0))
+    tokens = torch.randint(
+        0, model.codebook_size, (2, model.num_image_tokens), generator=torch.Generator().manual_seed(0)
+    )
     images = model.decode(tokens.to(model.initial_tokens(1).device))
-    require(images.dim() == 4 and images.shape[0] == 2, f"decode gave shape {tuple(images.shape)}, want (2, C, H, W)")
-    require(torch.isfinite(images).all() and images.min() >= 0 and images.max() <= 1, "decoded images outside [0, 1]")
+    require(
+        images.dim() == 4 and images.shape[0] == 2,
+        f"decode gave shape {tuple(images.shape)}, want (2, C, H, W)",
+    )
+    require(
+        torch.isfinite(images).all() and images.min() >= 0 and images.max() <= 1,
+        "decoded images outside [0, 1]",
+    )
 
 
 def check_fingerprint(model: BaseModel) -> None:
