@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,21 +150,37 @@ def cmd_check(args: argparse.Namespace, manager: PluginManager) -> int:
     if not (is_accelerator or is_base_model):
         known = [*manager.accelerators(), *manager.base_models()]
         raise UnknownNameError(f"no accelerator or base model is called {name!r}.{suggest(name, known)}")
+    if is_accelerator:
+        manager.get_base_model(parse_spec(args.model)[0])  # an unknown --model: exit 2, with suggestions
     start = time.perf_counter()
     results: list[CheckResult] = []
 
-    def report(found: Iterator[CheckResult]) -> None:
+    def report(found: Iterable[CheckResult]) -> None:
         for result in found:
             print(result.line(), flush=True)
             results.append(result)
 
-    torch.set_grad_enabled(False)
-    if is_base_model:
-        report(base_model_checks(args.name, manager.make_base_model(args.name, args.device)))
-    if is_accelerator:
-        model = manager.make_base_model(args.model, args.device)
-        report(accelerator_checks(manager, args.name, model, args.steps))
+    with torch.no_grad():
+        if is_base_model:
+            model = _build_model(args.name, args.device, manager, report)
+            if model is not None:
+                report(base_model_checks(args.name, model))
+        if is_accelerator:
+            model = _build_model(args.model, args.device, manager, report)
+            if model is not None:
+                report(accelerator_checks(manager, args.name, model, args.steps))
     return _summary(results, time.perf_counter() - start)
+
+
+def _build_model(
+    spec: str, device: str, manager: PluginManager, report: Callable[[Iterable[CheckResult]], None]
+) -> BaseModel | None:
+    """The base model ``spec`` on ``device``; None (and a FAIL line) when it does not build."""
+    built: list[BaseModel] = []
+    result = run_one(f"{spec}: builds", lambda: built.append(manager.make_base_model(spec, device)))
+    if result.status != "ok":
+        report([result])
+    return built[0] if built else None
 
 
 def _summary(results: list[CheckResult], seconds: float) -> int:

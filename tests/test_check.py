@@ -126,6 +126,7 @@ def test_check_vanilla_passes_every_check(default_manager, capsys):
     assert all(line.startswith("ok ") for line in checks), lines
     assert any("vanilla:default nocfg: reset makes runs repeatable" in line for line in checks)
     assert lines[-1].startswith("9 ok, 0 failed, 0 skipped")
+    assert torch.is_grad_enabled()  # no global state left behind
 
 
 def test_check_a_base_model_passes(default_manager, capsys):
