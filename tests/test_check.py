@@ -218,3 +218,24 @@ def test_the_readme_plugin_package_passes_the_check(default_manager, tmp_path, m
     assert status == 0, lines
     assert sum(line.startswith("ok ") for line in lines) == 1 + 2 * 2 * 4  # two configurations
     assert "pip install -e . && migm-bench ls && migm-bench check reuse" in README.read_text()
+
+
+# ------------------------------------------------------------ environment variables
+def environment_variables_read() -> set[str]:
+    """Every variable the package's own code reads: ``MIGM_*`` names anywhere in it, and the
+    literal names passed to ``os.environ.get`` / ``os.environ[...]``."""
+    found: set[str] = set()
+    for folder in ("bench", "accelerators", "base_models", "metrics"):
+        for path in (README.parent / folder).rglob("*.py"):
+            text = path.read_text()
+            found |= set(re.findall(r"[\"'](MIGM_[A-Z0-9_]+)[\"']", text))
+            found |= set(re.findall(r"environ(?:\.get\(|\[)\s*[\"']([A-Z0-9_]+)[\"']", text))
+    return found
+
+
+def test_the_readme_documents_every_environment_variable():
+    section = README.read_text().split("## Environment variables", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", section))
+    read = environment_variables_read()
+    assert {"MIGM_BENCH_NO_AUTOLOAD", "MIGM_CLIP_WEIGHTS", "RANK"} <= read  # the scan finds them
+    assert read <= documented, f"not in the README's environment table: {sorted(read - documented)}"
