@@ -254,6 +254,11 @@ def check_full_forward(model: BaseModel) -> None:
     want = (3, model.num_image_tokens, model.codebook_size)
     require(tuple(logits.shape) == want, f"logits of shape {tuple(logits.shape)}, want {want}")
     require(torch.isfinite(feats).all() and torch.isfinite(logits).all(), "non-finite features or logits")
+    real = model.conditions(1, torch.Generator().manual_seed(5))  # the last row's tokens, a real condition
+    require(
+        not torch.allclose(full_forward(model, tokens[-1:], real)[0], feats[-1:], atol=1e-3),
+        "the null condition gives the features of a real one (guidance would change nothing)",
+    )
     ids = torch.randint(0, model.codebook_size, (3, 4), generator=torch.Generator().manual_seed(0)).to(
         tokens.device
     )
@@ -322,7 +327,8 @@ class _FullSteps:
         self.counts = Counts()
 
     def step(self, model: BaseModel, ctx: StepContext) -> StepOutput:
-        features, _ = full_forward(model, ctx.tokens, ctx.cond)
+        features, _ = full_forward(model, ctx.tokens, ctx.cond)  # (B, L, D)
+        self.counts.full_forwards += 1
         return StepOutput(logits=logits_of(model, features), features=features)
 
 
