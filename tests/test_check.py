@@ -3,13 +3,15 @@
 Broken plugins must fail the check that their fault breaks, by name, with a non-zero exit
 status; the README's "Write your own accelerator" package is written out of README.md
 (so the text cannot rot), loaded through its entry point the way an installed distribution's
-is (a ``*.dist-info`` folder on ``sys.path``, no pip), and must pass the check.
+is (its ``*.dist-info`` written by setuptools' build backend and put on ``sys.path``, no pip),
+and must pass the check.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,36 +182,32 @@ def readme_package_files() -> dict[str, str]:
     return dict(re.findall(r"Save as\s+`([^`]+)`:\s*\n+```\w*\n(.*?)```", section, flags=re.DOTALL))
 
 
-def write_as_installed(files: dict[str, str], root: Path) -> tuple[Path, dict]:
-    """Write the package into ``root`` and a ``*.dist-info`` beside it (name, version, entry
-    points from its pyproject.toml), which is what ``pip install -e .`` would make visible to
-    importlib.metadata; returns the package folder and the parsed pyproject."""
-    tomllib = pytest.importorskip("tomllib")
+def write_as_installed(files: dict[str, str], root: Path, monkeypatch) -> Path:
+    """Write the package into ``root / "src"`` and have setuptools' own build backend (the PEP 517
+    hook ``pip install -e .`` calls; in-process, no pip, no network) write its ``*.dist-info``
+    into ``root / "site"``; both go on ``sys.path``, as an editable install puts them. Returns
+    the package folder."""
+    build_meta = pytest.importorskip("setuptools.build_meta")
     for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    (pyproject_path,) = [root / rel for rel in files if rel.endswith("pyproject.toml")]
-    pyproject = tomllib.loads(pyproject_path.read_text())
-    project = pyproject["project"]
-    dist_info = root / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n"
-    )
-    entry_points = project["entry-points"][PROJECT]
-    (dist_info / "entry_points.txt").write_text(
-        f"[{PROJECT}]\n" + "".join(f"{name} = {value}\n" for name, value in entry_points.items())
-    )
-    return pyproject_path.parent, pyproject
+        (root / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / "src" / rel).write_text(text)
+    (package,) = [(root / "src" / rel).parent for rel in files if rel.endswith("pyproject.toml")]
+    site = root / "site"
+    site.mkdir()
+    monkeypatch.chdir(package)
+    dist_info = build_meta.prepare_metadata_for_build_editable(str(site))
+    for extra in site.glob("*.egg-info"):  # setuptools' by-product: keep one copy of the metadata
+        shutil.rmtree(extra)
+    assert dist_info.endswith(".dist-info")
+    monkeypatch.syspath_prepend(str(package))  # the module
+    monkeypatch.syspath_prepend(str(site))  # its metadata, entry points included
+    return package
 
 
 def test_the_readme_plugin_package_passes_the_check(default_manager, tmp_path, monkeypatch, capsys):
     files = readme_package_files()
     assert {Path(p).name for p in files} == {"migm_reuse.py", "pyproject.toml"}
-    package, pyproject = write_as_installed(files, tmp_path)
-    assert pyproject["tool"]["setuptools"]["py-modules"] == ["migm_reuse"]
-    monkeypatch.syspath_prepend(str(package))  # the module, as `pip install -e .` puts it on the path
-    monkeypatch.syspath_prepend(str(tmp_path))  # its dist-info
+    write_as_installed(files, tmp_path, monkeypatch)
     dist = importlib.metadata.distribution("migm-bench-reuse")
     (entry_point,) = [ep for ep in dist.entry_points if ep.group == PROJECT]
     default_manager.register(entry_point.load(), name=entry_point.name)  # what loading the entry point does
