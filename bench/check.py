@@ -17,14 +17,13 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from bench import contract
 from bench.config import UnknownNameError, build_config, config_tag, parse_spec, suggest
-from bench.plugins import PluginManager
-from bench.protocol import BaseModel, SamplingSettings
+
+if TYPE_CHECKING:  # the checks import torch when they run, so `migm-bench --help` does not
+    from bench.plugins import PluginManager
+    from bench.protocol import BaseModel, SamplingSettings
 
 
 @dataclass(frozen=True)
@@ -45,11 +44,13 @@ class CheckResult:
 def run_one(what: str, check: Callable[[], str | None]) -> CheckResult:
     """Run one check: ok (with its note), FAIL (a broken contract, or any error the plugin
     raised) or skip (a weights file is missing)."""
+    from bench.contract import ContractError
+
     try:
         note = check()
     except FileNotFoundError as err:
         return CheckResult("skip", what, f"needs a file that does not exist here ({err})")
-    except contract.ContractError as err:
+    except ContractError as err:
         return CheckResult("FAIL", what, " ".join(str(err).split()))
     except Exception as err:  # noqa: BLE001 (whatever the plugin raised is the reason it fails)
         return CheckResult("FAIL", what, f"{type(err).__name__}: {' '.join(str(err).split())}")
@@ -73,6 +74,8 @@ def accelerator_checks(
 ) -> Iterator[CheckResult]:
     """Every contract check of accelerator ``spec`` (its default sweep unless options are
     given) on ``model``, with and without guidance."""
+    from bench import contract
+
     name, options = parse_spec(spec)
     acc = manager.get_accelerator(name)
     sweep = [options] if options else list(acc.default_sweep or ({},))
@@ -101,6 +104,8 @@ def accelerator_checks(
 def _accelerator_run_checks(
     where: str, model: BaseModel, build: Callable[[], Any], settings: SamplingSettings
 ):
+    from bench import contract
+
     checks = {
         "same seed gives identical tokens": lambda: contract.check_same_seed_gives_identical_tokens(
             model, build, settings
@@ -121,6 +126,8 @@ def _accelerator_run_checks(
 # ------------------------------------------------------------------- base models
 def base_model_checks(spec: str, model: BaseModel) -> Iterator[CheckResult]:
     """The base-model contract (``bench.contract.BASE_MODEL_CHECKS``) on ``model``."""
+    from bench import contract
+
     for label, check in contract.BASE_MODEL_CHECKS:
         yield run_one(f"{spec}: {label}", lambda check=check: check(model))
 
@@ -159,6 +166,8 @@ def cmd_check(args: argparse.Namespace, manager: PluginManager) -> int:
         for result in found:
             print(result.line(), flush=True)
             results.append(result)
+
+    import torch
 
     with torch.no_grad():
         if is_base_model:
