@@ -325,7 +325,7 @@ def build_parser(manager: PluginManager) -> argparse.ArgumentParser:
         action="append",
         metavar="SPEC",
         help="accelerator spec, e.g. few-step:steps=8 (repeatable); replaces the default sweep "
-        "(vanilla at the reference N is always added)",
+        "(the --reference accelerator always runs too)",
     )
     p.add_argument(
         "--default-sweep", action="store_true", help="also run every registered accelerator's default sweep"
