@@ -6,6 +6,7 @@
     migm-bench run --config sweep.yaml --images 16 # YAML first, flags override it
     migm-bench plot results/RUN                    Pareto figures of a run
     migm-bench report results/RUN                  Markdown summary of a run
+    migm-bench check shortcut                      the contract checks on an installed plugin
 
 Plugins add sub-commands through the ``register_commands(subparsers)`` hook; ``-p MODULE``
 registers an importable module as a plugin for one invocation. Bad names, options or files
@@ -23,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench import check
 from bench.compare import add_noise_check_arguments, noise_check
 from bench.config import DEFAULT_REFERENCE, DEFAULT_TIMING_THREADS, UnknownNameError, suggest
 from bench.guards import GuardError, load_sweep_yaml
@@ -311,6 +313,13 @@ def cmd_report(args: argparse.Namespace, manager: PluginManager) -> int:
 
 
 # ------------------------------------------------------------------- parser
+def _sweep_default(key: str) -> Any:
+    """The default of ``Sweep.<key>``: what `run` uses when neither a flag nor DEFAULT_RUN sets it."""
+    from bench.sweep import Sweep  # torch-free: --help stays fast
+
+    return next(f.default for f in dataclasses.fields(Sweep) if f.name == key)
+
+
 def build_parser(manager: PluginManager) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="migm-bench", description="Benchmark accelerators of masked image generation models."
@@ -338,7 +347,8 @@ def build_parser(manager: PluginManager) -> argparse.ArgumentParser:
         "--accel",
         action="append",
         metavar="SPEC",
-        help="accelerator spec, e.g. few-step:steps=8 (repeatable)",
+        help="accelerator spec, e.g. few-step:steps=8 (repeatable); replaces the default sweep "
+        "(the --reference accelerator always runs too)",
     )
     p.add_argument(
         "--default-sweep", action="store_true", help="also run every registered accelerator's default sweep"
@@ -346,28 +356,35 @@ def build_parser(manager: PluginManager) -> argparse.ArgumentParser:
     p.add_argument("--reference", metavar="SPEC", help="accelerator spec that speed-ups and metrics vs vanilla "
                    f"are measured against; it always runs, first (default {DEFAULT_REFERENCE})")  # fmt: skip
     p.add_argument("--steps", type=int, help="reference N (default: the model's default)")
-    p.add_argument("--images", type=int, help="images per configuration (default 64)")
+    for key, what in (("images", "images per configuration"), ("batch_size", "images per sampling call")):
+        default = f"{DEFAULT_RUN[key]} without --accel/--config (the default run), else {_sweep_default(key)}"
+        p.add_argument(f"--{key.replace('_', '-')}", type=int, help=f"{what} (default {default})")
+    p.add_argument("--seed", type=int, help=f"base seed (default {_sweep_default('seed')})")
     p.add_argument(
-        "--batch-size", type=int, help="images per sampling call (default 16; 50 for the default run)"
+        "--metrics", help="comma-separated metric names (default: those `ls` marks default; '' for none)"
     )
-    p.add_argument("--seed", type=int, help="base seed (default 0)")
-    p.add_argument("--metrics", help="comma-separated metric names (default: the default set; '' for none)")
     p.add_argument(
         "--rounds",
         "--replicates",
         dest="replicates",
+        metavar="ROUNDS",
         type=int,
         help="interleaved timed rounds: each times one batch of every configuration, vanilla included "
-        "(default 10; at least one per batch)",
+        f"(default {_sweep_default('replicates')}; raised to the number of batches so every batch is timed "
+        "once; --limit: one per batch)",
     )
-    p.add_argument("--warmup", type=int, help="untimed warm-up batches (default 1)")
+    p.add_argument("--warmup", type=int, help=f"untimed warm-up batches (default {_sweep_default('warmup')})")
     p.add_argument(
         "--threads",
         type=int,
         help=f"torch intra-op threads while timing (default {DEFAULT_TIMING_THREADS}: speed-ups that stay put "
         "when other jobs share the CPU; 0 = torch's default, one per core)",
     )
-    p.add_argument("--name", help="run name (default: derived from the settings, so reruns resume)")
+    p.add_argument(
+        "--name",
+        help="run name (default: 'default' without --accel/--config and setting flags, else derived from "
+        "the settings, so reruns resume)",
+    )
     p.add_argument("--out", help="results root directory (default results)")
     p.add_argument("--limit", type=int, help="smoke run: at most this many images per configuration")
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default auto)")
@@ -381,6 +398,10 @@ def build_parser(manager: PluginManager) -> argparse.ArgumentParser:
     )
     add_noise_check_arguments(p)
     p.set_defaults(func=bind(noise_check))
+
+    about = check.__doc__.split("\n\n")[1].replace("\n", " ").replace("``", "")
+    p = sub.add_parser("check", help="contract checks of an accelerator or base model", description=about)
+    check.add_arguments(p, default_model()).set_defaults(func=bind(check.cmd_check))
 
     p = sub.add_parser("plot", help="Pareto figures of a run directory")
     p.add_argument("run_dir")

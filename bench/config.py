@@ -14,6 +14,7 @@ import types
 import typing
 from typing import Any, TypeVar
 
+DEFAULT_ROUNDS = 10  # interleaved timed rounds; on 2 CPU cores ~10 paired ratios give a median within a few %
 DEFAULT_REFERENCE = "vanilla"  # the accelerator speed-ups and "vs vanilla" metrics are measured against
 
 # Intra-op threads while timing. On a shared machine with few cores, torch's default (one

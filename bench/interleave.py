@@ -27,9 +27,8 @@ from typing import Any, Protocol
 import torch
 from tqdm import tqdm
 
+from bench.config import DEFAULT_ROUNDS  # noqa: F401 (public here too)
 from bench.timing import timed
-
-DEFAULT_ROUNDS = 10  # on 2 CPU cores: ~10 paired ratios give a median to within a few %
 
 
 class Contestant(Protocol):

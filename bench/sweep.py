@@ -4,16 +4,16 @@ the default sweep. Nothing here loads a model or samples."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from bench.config import DEFAULT_REFERENCE, DEFAULT_TIMING_THREADS, config_tag
+from bench.config import DEFAULT_REFERENCE, DEFAULT_ROUNDS, DEFAULT_TIMING_THREADS, config_tag
 from bench.guards import GuardError, check_run_name, flatten_name
-from bench.interleave import DEFAULT_ROUNDS
 from bench.plugins import PluginManager, get_manager
 from bench.results import ConfigKey
 from bench.specs import AcceleratorSpec
+
+if TYPE_CHECKING:
+    import torch
 
 # The accelerator whose time and outputs every configuration is compared with, unless the
 # sweep names another (``Sweep.reference``, ``migm-bench run --reference``).
@@ -149,6 +149,8 @@ def resolve_configurations(sweep: Sweep, manager: PluginManager) -> list[Configu
 
 
 def resolve_device(device: str) -> torch.device:
+    import torch  # here: the CLI reads Sweep's defaults for --help without loading torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

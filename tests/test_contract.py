@@ -1,5 +1,8 @@
 """The contract every accelerator keeps, run over every registered accelerator.
 
+The checks themselves ship in the package (``bench.contract``; ``migm-bench check NAME`` runs
+them on any installed plugin); this file runs them over the built-ins.
+
 Accelerators are discovered through the plugin manager (``bench.plugins``): the built-ins
 (``bench.plugins.BUILTIN_PLUGINS``: vanilla, few-step, the caches, the shortcut) are
 registered by name, and every plugin installed under the ``migm_bench`` entry-point group
@@ -12,7 +15,10 @@ guidance, and must:
 * report sane counts (full forwards never above vanilla's N; nothing negative; partial
   coverage in [0, 1]);
 * return finite logits of shape (B, P, V) (and features of shape (B, L, D) if any);
-* end with every token in [0, V).
+* end with every token in [0, V);
+* follow the ``steps=0`` convention (0 = the base model's default N) if it accepts 0.
+
+The tiny model itself keeps the base-model contract (``bench.contract.BASE_MODEL_CHECKS``).
 
 The shortcut's trained network is bound to a base model, so a fixture writes untrained
 (seeded) shortcut weights for the tiny model and the shortcut runs the contract like the
@@ -23,7 +29,7 @@ subclass): the convention for "a weights file is missing". Nothing else is skipp
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -33,9 +39,9 @@ import accelerators.hooks.few_step
 import accelerators.hooks.vanilla
 from accelerators.vanilla import Vanilla, VanillaConfig
 from base_models.maskgit.testing import tiny_maskgit
+from bench import contract
 from bench.config import build_config, config_tag
-from bench.protocol import SamplingSettings, StepContext, StepOutput
-from bench.sampling import SampleResult, sample
+from bench.protocol import SamplingSettings
 from bench.specs import AcceleratorSpec
 
 BUILTIN_PLUGINS = (accelerators.hooks.vanilla, accelerators.hooks.few_step)
@@ -47,7 +53,6 @@ SETTINGS = {
     "cfg": SamplingSettings(steps=REFERENCE_STEPS, cfg_weight=2.0),
     "nocfg": SamplingSettings(steps=REFERENCE_STEPS, cfg_weight=0.0),
 }
-N_IMAGES = 2
 
 
 def discover_accelerators() -> dict[str, AcceleratorSpec]:
@@ -104,58 +109,20 @@ def settings(request) -> SamplingSettings:
     return SETTINGS[request.param]
 
 
-class Checked:
-    """Wraps an accelerator and checks every StepOutput it returns."""
-
-    def __init__(self, inner: Any, name: str) -> None:
-        self.inner, self.name = inner, name
-        self.config = inner.config
-
-    @property
-    def counts(self):  # accelerators may replace their Counts object on reset
-        return self.inner.counts
-
-    def num_steps(self, default_steps: int) -> int:
-        return self.inner.num_steps(default_steps)
-
-    def reset(self, model, batch_rows: int) -> None:
-        self.inner.reset(model, batch_rows)
-
-    def step(self, model, ctx: StepContext) -> StepOutput:
-        out = self.inner.step(model, ctx)
-        rows = ctx.tokens.shape[0]
-        where = f"step {ctx.step}/{ctx.num_steps}"
-        assert out.logits.shape == (rows, model.num_image_tokens, model.codebook_size), where
-        assert torch.isfinite(out.logits).all(), f"{where}: non-finite logits"
-        if out.features is not None:
-            assert out.features.shape == (rows, model.seq_len, model.dim), where
-            assert torch.isfinite(out.features).all(), f"{where}: non-finite features"
-        return out
-
-
-def build(name: str, options: dict, model, settings: SamplingSettings) -> Checked:
-    """Build the accelerator; skip only when its default config needs absent weights."""
+def builder(name: str, options: dict) -> Callable[[], Any]:
+    """A zero-argument factory of fresh instances of the accelerator configuration."""
     spec = ACCELERATORS[name]
     config = build_config(spec.config_cls, options, owner=f"accelerator {name!r}")
+    return lambda: spec.factory(config)
+
+
+def checked(name: str, check: Callable[..., Any], *args: Any) -> None:
+    """Run a ``bench.contract`` check; skip only when the configuration needs absent weights
+    (building, resetting or running it raised ``FileNotFoundError``)."""
     try:
-        accelerator = spec.factory(config)
-        accelerator.reset(model, N_IMAGES * (2 if settings.cfg_weight else 1))
+        check(*args)
     except FileNotFoundError as err:
-        _skip_missing_weights(name, err)
-    return Checked(accelerator, name)
-
-
-def _skip_missing_weights(name: str, err: FileNotFoundError):
-    pytest.skip(f"{name}: its default config needs weights that do not exist for the tiny model ({err})")
-
-
-def run(model, accelerator: Checked, seed: int, settings: SamplingSettings) -> SampleResult:
-    g = torch.Generator().manual_seed(seed)
-    cond = model.conditions(N_IMAGES, g)
-    try:
-        return sample(model, accelerator, cond, g, settings)
-    except FileNotFoundError as err:  # weights loaded lazily, on the first step that needs them
-        _skip_missing_weights(accelerator.name, err)
+        pytest.skip(f"{name}: its default config needs weights that do not exist for the tiny model ({err})")
 
 
 # ---------------------------------------------------------------------- tests
@@ -166,42 +133,37 @@ def test_discovery_finds_the_builtins():
 
 @pytest.mark.parametrize("name, options", CASES)
 def test_same_seed_gives_identical_tokens(model, settings, name, options):
-    a = run(model, build(name, options, model, settings), 11, settings)
-    b = run(model, build(name, options, model, settings), 11, settings)
-    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.reveal_step, b.reveal_step)
+    checked(name, contract.check_same_seed_gives_identical_tokens, model, builder(name, options), settings)
 
 
 @pytest.mark.parametrize("name, options", CASES)
 def test_reset_makes_runs_repeatable(model, settings, name, options):
-    acc = build(name, options, model, settings)
-    first = run(model, acc, 0, settings)
-    first_counts = dataclasses.asdict(acc.counts)
-    run(model, acc, 1, settings)  # leave other state behind
-    again = run(model, acc, 0, settings)
-    assert torch.equal(first.tokens, again.tokens) and torch.equal(first.reveal_step, again.reveal_step)
-    assert dataclasses.asdict(acc.counts) == first_counts  # counts restart at every reset
+    # tokens, reveal order and counts of seed 0 again after a run of seed 1 on the same instance
+    checked(name, contract.check_reset_makes_runs_repeatable, model, builder(name, options), settings)
 
 
 @pytest.mark.parametrize("name, options", CASES)
 def test_counts_are_sane(model, settings, name, options):
-    vanilla = Checked(Vanilla(VanillaConfig()), "vanilla")
-    run(model, vanilla, 0, settings)
+    vanilla = Vanilla(VanillaConfig())
+    contract.run_checked(model, vanilla, 0, settings)
     assert vanilla.counts.full_forwards == REFERENCE_STEPS
-
-    acc = build(name, options, model, settings)
-    run(model, acc, 0, settings)
-    c = acc.counts
-    assert 0 <= c.full_forwards <= vanilla.counts.full_forwards
-    assert c.partial_forwards >= 0 and c.other_calls >= 0
-    assert 0.0 <= c.partial_positions <= c.partial_forwards
-    assert 0.0 <= c.as_dict()["partial_coverage"] <= 1.0
-    assert c.full_forwards + c.partial_forwards + c.other_calls >= 1  # something computed the logits
+    limit = vanilla.counts.full_forwards  # the accelerator's full forwards never exceed vanilla's
+    checked(name, contract.check_counts_are_sane, model, builder(name, options), settings, limit)
 
 
 @pytest.mark.parametrize("name, options", CASES)
 def test_finite_logits_and_valid_tokens(model, settings, name, options):
-    acc = build(name, options, model, settings)
-    res = run(model, acc, 5, settings)  # Checked asserts on every step's output
-    assert res.tokens.shape == (N_IMAGES, model.num_image_tokens)
-    assert ((res.tokens >= 0) & (res.tokens < model.codebook_size)).all()
-    assert ((res.reveal_step >= 0) & (res.reveal_step < res.steps)).all()
+    # every step's logits (B, P, V) and features (B, L, D) finite; tokens in [0, V)
+    checked(name, contract.check_finite_logits_and_valid_tokens, model, builder(name, options), settings)
+
+
+@pytest.mark.parametrize("name", list(ACCELERATORS))
+def test_steps_zero_means_the_model_default(name):
+    spec = ACCELERATORS[name]
+    contract.check_steps_zero_is_the_default(lambda opts: spec.factory(build_config(spec.config_cls, opts)))
+
+
+def test_base_model_contract_on_the_tiny_maskgit(model):
+    for label, check in contract.BASE_MODEL_CHECKS:
+        if label != "decode to images in [0, 1]":  # the fixture's tiny model has no tokenizer
+            check(model)
