@@ -203,4 +203,3 @@ def _recompute_layer(block: Block, cache: _LayerCache, h: Tensor, positions: Ten
     h = h + cache.attn
     cache.mlp.scatter_(1, idx, block.mlp(torch.gather(h, 1, idx)))
     return h + cache.mlp
-

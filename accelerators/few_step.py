@@ -25,4 +25,3 @@ class FewStep(Vanilla):
 
     name = "few-step"
     min_steps = 1
-

@@ -123,4 +123,3 @@ class MLCache(PartialStepCache):
         count = recompute_count(model.num_image_tokens, cfg.cache_ratio)
         image_pos = least_confident_positions(self._logits, count)  # (B, count)
         return self.partial_step(model, ctx, image_pos, cfg.recompute_condition)
-

@@ -103,4 +103,3 @@ class ReCAP(PartialStepCache):
         out = self.partial_step(model, ctx, self._group, self.config.recompute_condition)
         self._local_left -= 1
         return out
-

@@ -127,4 +127,3 @@ class TaylorSeer(AcceleratorBase):
             h = embedded + self.forecaster.predict(ctx.step)  # (B, L, D)
             self.counts.other_calls += 1  # embedding + final layers + head only
         return self.output(model, model.final_features(h))
-

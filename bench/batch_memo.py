@@ -24,7 +24,11 @@ class BatchMemo:
         self._value: Any = None
 
     def get(self, key: tuple[Any, ...], make: Callable[[], T]) -> T:
-        if self._key is not None and len(key) == len(self._key) and all(a is b for a, b in zip(key, self._key)):
+        if (
+            self._key is not None
+            and len(key) == len(self._key)
+            and all(a is b for a, b in zip(key, self._key))
+        ):
             return self._value
         value = make()
         self._key, self._value = key, value

@@ -7,13 +7,20 @@ model: a built-in plugin of the core. So is the opt-in Inception FID for real-im
 from bench.hookspecs import hookimpl
 from bench.specs import MetricSpec
 
-FIDELITY_METRICS = ("PSNRVsVanilla", "SSIMVsVanilla", "TokenAgreement", "FeatureCosine")  # in bench.fidelity_metrics
+FIDELITY_METRICS = (
+    "PSNRVsVanilla",
+    "SSIMVsVanilla",
+    "TokenAgreement",
+    "FeatureCosine",
+)  # in bench.fidelity_metrics
 
 
 @hookimpl
 def register_metrics(register):
     for cls in FIDELITY_METRICS:
-        register(MetricSpec(info=f"bench.fidelity_metrics:{cls}.info", factory=f"bench.fidelity_metrics:{cls}"))
+        register(
+            MetricSpec(info=f"bench.fidelity_metrics:{cls}.info", factory=f"bench.fidelity_metrics:{cls}")
+        )
     register(
         MetricSpec(
             info="bench.metrics:FID_INCEPTION_INFO",

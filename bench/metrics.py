@@ -111,4 +111,3 @@ def fid_inception_metric(model=None) -> FIDMetric:
     key = f"inception-{file_hash(weights)}-{file_hash(reference)}"
     real = RealFeatures(key, lambda: load_reference_images(reference), extractor)
     return FIDMetric(FID_INCEPTION_INFO, extractor, real)
-

@@ -172,7 +172,9 @@ class PluginManager:
         other = self._providers.get(ep.name, ep.name)
         mine = _dist_label(ep.dist)
         if _norm(other.rsplit(" ", 1)[0]) != _norm(ep.dist.name):
-            raise PluginError(f"plugin name {ep.name!r} is used by both {other} and {mine}; uninstall one of them")
+            raise PluginError(
+                f"plugin name {ep.name!r} is used by both {other} and {mine}; uninstall one of them"
+            )
         return True
 
     def register(self, plugin: object, name: str | None = None) -> None:
@@ -238,7 +240,9 @@ class PluginManager:
         return True
 
     @staticmethod
-    def _add(found: dict[str, Any], spec: Any, kind: str, spec_cls: type, name_of: Callable, provider: str) -> None:
+    def _add(
+        found: dict[str, Any], spec: Any, kind: str, spec_cls: type, name_of: Callable, provider: str
+    ) -> None:
         if not isinstance(spec, spec_cls):
             raise PluginError(
                 f"{provider} registered a {type(spec).__name__} as a {kind}; expected {spec_cls.__name__}"

@@ -144,7 +144,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def atomic_save_safetensors(path: Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
+def atomic_save_safetensors(
+    path: Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None
+) -> None:
     """``safetensors.torch.save_file`` through ``atomic_write``: the file is complete or absent."""
     from safetensors.torch import save_file
 

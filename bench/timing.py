@@ -200,8 +200,6 @@ def invocation_environment(device: torch.device | str) -> dict[str, Any]:
     }
 
 
-
-
 @contextmanager
 def timing_threads(threads: int) -> Iterator[int]:
     """Run the block with ``threads`` torch intra-op threads (0: torch's default, one per

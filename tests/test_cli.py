@@ -155,7 +155,7 @@ def test_default_run_name_and_changed_settings(default_manager, monkeypatch):
     (--images 20) gets a name of its own instead of clashing with that sweep."""
     monkeypatch.setenv("MIGM_BENCH_MODEL", TINY_MODEL)
     bare = _sweep(default_manager, [])
-    assert (bare.name, bare.images, bare.batch_size, bare.replicates) == ("default", 500, 50, 10)
+    assert (bare.name, bare.images, bare.batch_size, bare.replicates) == ("default", 250, 25, 10)
     small = _sweep(default_manager, ["--images", "20"])
     assert small.name is None and small.images == 20  # the runner derives the name from the settings
     assert _sweep(default_manager, ["--images", "20", "--name", "mine"]).name == "mine"

@@ -100,7 +100,9 @@ def tiny_shortcut_weights(model, tmp_path_factory):
             with torch.random.fork_rng():
                 torch.manual_seed(0)
                 net = ShortcutNet.for_model(model, ShortcutNetConfig(no_cross_attention=nocross))
-            shortcut_weights.save_shortcut(shortcut_weights.default_weights_path(model.name, nocross), net, model, 0)
+            shortcut_weights.save_shortcut(
+                shortcut_weights.default_weights_path(model.name, nocross), net, model, 0
+            )
         yield
 
 

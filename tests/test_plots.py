@@ -38,7 +38,10 @@ def test_metric_label_states_direction_and_names_the_feature_network():
     assert metric_label("psnr_vs_vanilla", True, "dB", recorded) == "PSNR vs vanilla [dB] (higher is better)"
     # runs that recorded no label (older run folders): the metric's name in words
     assert metric_label("psnr_vs_vanilla", True, "dB") == "psnr vs vanilla [dB] (higher is better)"
-    assert metric_label("fid", False, meta={"metrics": [{"name": "fid", "label": ""}]}) == "fid (lower is better)"
+    assert (
+        metric_label("fid", False, meta={"metrics": [{"name": "fid", "label": ""}]})
+        == "fid (lower is better)"
+    )
 
 
 def test_spec_label_is_recorded_and_named_on_the_axis(tmp_path):
@@ -281,7 +284,9 @@ def test_runner_records_the_spec_label_and_the_figure_shows_it(manager, tmp_path
     class Plugin:
         @hookimpl
         def register_metrics(self, register):
-            register(MetricSpec(info=_LabelledMetric.info, factory=lambda model: _LabelledMetric(), default=False))
+            register(
+                MetricSpec(info=_LabelledMetric.info, factory=lambda model: _LabelledMetric(), default=False)
+            )
 
     manager.register(Plugin())
     sweep = Sweep(model=TINY_MODEL, accelerators=["few-step:steps=4"], images=2, batch_size=2, replicates=1,

@@ -108,7 +108,9 @@ def test_hook_call_order_decides_who_registered_first(manager, trylast):
         manager.accelerators()
     providers = re.search(r"provided by both (\S+) and (\S+);", str(err.value)).groups()
     # pluggy calls the last registered plugin first, unless it asks to be called last
-    expected = ("accelerators.hooks.vanilla", "second") if trylast else ("second", "accelerators.hooks.vanilla")
+    expected = (
+        ("accelerators.hooks.vanilla", "second") if trylast else ("second", "accelerators.hooks.vanilla")
+    )
     assert tuple(p.replace("test_plugins._Second", "second") for p in providers) == expected
 
 
@@ -120,9 +122,13 @@ class _BadReference:
 
 def test_bad_lazy_references_are_errors_naming_the_provider(manager):
     manager.register(_BadReference())
-    with pytest.raises(PluginError, match=r"_BadReference: cannot read the metric's name: ModuleNotFoundError"):
+    with pytest.raises(
+        PluginError, match=r"_BadReference: cannot read the metric's name: ModuleNotFoundError"
+    ):
         manager.metrics()
-    with pytest.raises(ImportError, match="lazy reference 'accelerators.vanilla:Nope'.*has no attribute 'Nope'"):
+    with pytest.raises(
+        ImportError, match="lazy reference 'accelerators.vanilla:Nope'.*has no attribute 'Nope'"
+    ):
         load_ref("accelerators.vanilla:Nope")
     assert load_ref("accelerators.vanilla:Vanilla.step").__name__ == "step"  # attribute paths
 
@@ -141,7 +147,9 @@ def test_registering_imports_no_accelerator_code():
         "assert 'accelerators.ml_cache' in sys.modules\n"
     )
     env = {**os.environ, bench.plugins.NO_AUTOLOAD_ENV: "1"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -231,7 +239,10 @@ def test_own_entry_points_do_not_register_the_builtins_twice(autoload):
 
 
 BROKEN_PLUGINS = {
-    "missing": ("import no_such_module_for_migm\n", "ModuleNotFoundError: No module named 'no_such_module_for_migm'"),
+    "missing": (
+        "import no_such_module_for_migm\n",
+        "ModuleNotFoundError: No module named 'no_such_module_for_migm'",
+    ),
     "raises": ("raise RuntimeError('plugin exploded')\n", "RuntimeError: plugin exploded"),
     "typo": (  # a hook no spec declares
         "from bench.hookspecs import hookimpl\n@hookimpl\ndef register_accelerator(register): pass\n",

@@ -190,7 +190,9 @@ def test_killed_run_resumes_with_every_configuration_once(manager, tmp_path, mon
     run_sweep(sweep, manager=manager, progress=False)
     summary = store.summary()
     kept = summary.set_index(["accelerator", "config_tag"]).loc[before.index]
-    pd.testing.assert_frame_equal(kept[before.columns], before, check_dtype=False)  # finished rows are kept as they were
+    pd.testing.assert_frame_equal(
+        kept[before.columns], before, check_dtype=False
+    )  # finished rows are kept as they were
     assert sorted(keys(summary)) == sorted(
         [("vanilla", "default"), ("few-step", "steps=4"), ("interrupt", "default"), ("few-step", "steps=3")]
     )
@@ -261,16 +263,24 @@ def test_a_non_default_reference_is_what_every_speed_up_and_metric_is_measured_a
     summary = store.summary()
     assert keys(summary) == [("few-step", "steps=3"), ("vanilla", "default"), ("few-step", "steps=6")]
     s = summary.set_index(["accelerator", "config_tag"])
-    ref, van, six = s.loc[("few-step", "steps=3")], s.loc[("vanilla", "default")], s.loc[("few-step", "steps=6")]
+    ref, van, six = (
+        s.loc[("few-step", "steps=3")],
+        s.loc[("vanilla", "default")],
+        s.loc[("few-step", "steps=6")],
+    )
     assert ref.speedup == 1.0 and ref.flop_speedup == 1.0 and ref.same_tokens == 1.0
     assert van.flop_speedup == pytest.approx(0.5) == six.flop_speedup  # 3 steps' FLOPs / 6 steps'
     assert van.same_tokens < 1.0 and six.same_tokens == van.same_tokens  # compared with the 3-step outputs
     m = store.measurements()
-    ref_lat = m[(m.accelerator == "few-step") & (m.config_tag == "steps=3") & (m.metric == "latency_s_per_image")]
+    ref_lat = m[
+        (m.accelerator == "few-step") & (m.config_tag == "steps=3") & (m.metric == "latency_s_per_image")
+    ]
     paired = m[(m.accelerator == "vanilla") & (m.metric == "vanilla_latency_s_per_image")]
     assert list(paired.value) == list(ref_lat.value)  # the reference's own time in each round
     info = json.loads(store.run_json.read_text())
-    assert info["sweep"]["reference"] == "few-step:steps=3" and info["compat"]["reference"] == "few-step:steps=3"
+    assert (
+        info["sweep"]["reference"] == "few-step:steps=3" and info["compat"]["reference"] == "few-step:steps=3"
+    )
 
     sweep.accelerators = ["vanilla", "few-step:steps=6", "few-step:steps=4"]  # resumes: same derived name
     assert run_sweep(sweep, manager=manager, progress=False) == run_dir
@@ -371,7 +381,9 @@ def test_resume_cleans_a_torn_csv_mirror_and_stale_temp_files(manager, tmp_path)
     assert not list(run_dir.glob(".*.tmp-*"))
 
 
-def test_the_sweep_times_with_its_thread_count_and_restores_torch_s_afterwards(manager, tmp_path, monkeypatch):
+def test_the_sweep_times_with_its_thread_count_and_restores_torch_s_afterwards(
+    manager, tmp_path, monkeypatch
+):
     seen = []
     import bench.contestant
 

@@ -140,4 +140,3 @@ class Shortcut(AcceleratorBase):
                            mask_ratio).to(prev.dtype)  # fmt: skip
             self.counts.other_calls += 1
         return self.output(model, features)
-

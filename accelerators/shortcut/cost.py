@@ -53,7 +53,9 @@ def measure_cost(model, net, rows: int, replicates: int = 7) -> dict[str, float]
         out[f"{name}_latency_s"] = median(time_replicates(fn, "cpu", replicates, warmup=2)) / 1e9 / rows
     out["head_flops"] = count_flops(lambda: logits_of(model, feats)) / rows
     # the network alone against the blocks alone (no head): the paper's "1/20 of the base" size
-    out["net_only_ratio_flops"] = (out["shortcut_flops"] - out["head_flops"]) / (out["base_flops"] - out["head_flops"])
+    out["net_only_ratio_flops"] = (out["shortcut_flops"] - out["head_flops"]) / (
+        out["base_flops"] - out["head_flops"]
+    )
     out["c_flops"] = out["shortcut_flops"] / out["base_flops"]
     out["c_latency"] = out["shortcut_latency_s"] / out["base_latency_s"]
     return out
@@ -97,7 +99,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--model", default="fashion", help="base model spec (default fashion)")
-    parser.add_argument("--rows", type=int, default=200, help="batch rows per call (default 200: 100 images x CFG)")
+    parser.add_argument(
+        "--rows", type=int, default=200, help="batch rows per call (default 200: 100 images x CFG)"
+    )
     parser.add_argument("--replicates", type=int, default=7)
     add_threads_argument(parser)
     parser.add_argument("--schedules", nargs="*", default=["16/4", "16/6", "16/8", "32/6"],

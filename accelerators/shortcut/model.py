@@ -230,7 +230,13 @@ class ShortcutBlock(nn.Module):
     self-attention over the features (the no-cross-attention ablation)."""
 
     def __init__(
-        self, dim: int, heads: int, mlp_hidden: int, dropout: float, cross: bool, normalized_self_kv: bool = False
+        self,
+        dim: int,
+        heads: int,
+        mlp_hidden: int,
+        dropout: float,
+        cross: bool,
+        normalized_self_kv: bool = False,
     ) -> None:
         super().__init__()
         self.cross = cross

@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--accel", action="append", metavar="SPEC",
                         help=f"configurations besides vanilla (default: {' '.join(SHORTCUTS + OTHERS)})")  # fmt: skip
     parser.add_argument(
-        "--batch-size", type=int, default=50, help="images per timed batch (default 50, as the default run)"
+        "--batch-size", type=int, default=25, help="images per timed batch (default 25, as the default run)"
     )
     parser.add_argument("--rounds", type=int, default=10, help="interleaved timed rounds (default 10)")
     parser.add_argument("--cost-replicates", type=int, default=7, help="timed calls per cost measurement")

@@ -390,7 +390,9 @@ def _train(model: BaseModel, options: TrainOptions, rank: int, world: int) -> di
             loss_sum, loss_count = 0.0, 0
         if rank == 0 and (done % options.ckpt_every == 0 or done == options.iters):
             binding = {"net_config": asdict(options.net), "fingerprint": model.fingerprint()}
-            save_checkpoint(ckpt_path, done, parts, {**binding, "options": asdict(options), "metrics": metrics})
+            save_checkpoint(
+                ckpt_path, done, parts, {**binding, "options": asdict(options), "metrics": metrics}
+            )
     bar.close()
 
     if rank == 0:

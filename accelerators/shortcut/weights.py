@@ -143,4 +143,6 @@ def load_strict(net: nn.Module, state: dict[str, Tensor], path: str | Path, assi
     try:
         net.load_state_dict(state, strict=True, assign=assign)
     except RuntimeError as err:  # size mismatches; torch's message spans lines: make it one
-        raise ShortcutWeightsError(f"{path}: weights do not fit the network: {' '.join(str(err).split())}") from None
+        raise ShortcutWeightsError(
+            f"{path}: weights do not fit the network: {' '.join(str(err).split())}"
+        ) from None

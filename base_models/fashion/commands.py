@@ -63,17 +63,24 @@ def _grid(args: argparse.Namespace) -> int:
 
 @hookimpl
 def register_commands(subparsers):
-    p = subparsers.add_parser("train-base", help="train the embedded default's tokenizer / maskgit / classifier")
+    p = subparsers.add_parser(
+        "train-base", help="train the embedded default's tokenizer / maskgit / classifier"
+    )
     p.add_argument("what", choices=["tokenizer", "maskgit", "classifier"])
     p.add_argument("--steps", type=int, default=None, help="training steps (epochs for the classifier)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", default=None, help="weights file to write (default: <work>/<what>.safetensors)")
-    p.add_argument("--ship", action="store_true",
-                   help="replace the shipped weights in base_models/fashion/weights (and their INTEGRITY.json)")
+    p.add_argument(
+        "--ship",
+        action="store_true",
+        help="replace the shipped weights in base_models/fashion/weights (and their INTEGRITY.json)",
+    )
     p.add_argument("--tokenizer", default=None, help="tokenizer weights for `maskgit` (default: shipped)")
     p.add_argument("--work", default=".migm-work", help="checkpoints in progress (resume from here)")
-    p.add_argument("--data", default=None, help="Fashion-MNIST folder (default $MIGM_FASHION_MNIST or Debian's)")
+    p.add_argument(
+        "--data", default=None, help="Fashion-MNIST folder (default $MIGM_FASHION_MNIST or Debian's)"
+    )
     p.set_defaults(func=_train_base)
 
     g = subparsers.add_parser("grid", help="sample grid PNG of the embedded default (one row per class)")

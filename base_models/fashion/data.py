@@ -40,7 +40,7 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 def _read_idx(path: Path) -> Tensor:
     with gzip.open(path, "rb") as f:
         data = f.read()
-    magic, = struct.unpack(">I", data[:4])
+    (magic,) = struct.unpack(">I", data[:4])
     ndim = magic & 0xFF
     dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
     arr = torch.frombuffer(bytearray(data[4 + 4 * ndim :]), dtype=torch.uint8)

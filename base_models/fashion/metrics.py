@@ -177,4 +177,3 @@ def _class_accuracy(model: BaseModel) -> ClassAccuracy:
 def _inception_score(model: BaseModel) -> InceptionScore:
     require_fashion(model, "inception_score")
     return InceptionScore(classifier_for_metrics())
-

@@ -49,4 +49,3 @@ def load_fashion(cfg: FashionConfig | None = None, device: torch.device | str = 
         transformer, vqgan, name="fashion", default_sampling=sampling, dataset="fashion-mnist"
     )
     return model.to(device)
-

@@ -117,7 +117,9 @@ def train_maskgit(out: Path, tokenizer: Path, work: Path, settings: MaskGITTrain
         torch.manual_seed(settings.seed)
         model = MaskTransformer(cfg)
         init_weights(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, betas=(0.9, 0.96), weight_decay=settings.weight_decay)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=settings.lr, betas=(0.9, 0.96), weight_decay=settings.weight_decay
+    )
     schedule = lr_scheduler(opt, warmup_cosine(settings.steps, settings.warmup))
     gen = torch.Generator().manual_seed(settings.seed)
     parts = {"model": model, "opt": opt, "scheduler": schedule, "generator": gen}
@@ -137,7 +139,9 @@ def train_maskgit(out: Path, tokenizer: Path, work: Path, settings: MaskGITTrain
             curve_csv.write({"step": step + 1, "loss": running, "lr": lr, "elapsed_s": elapsed})
         if (step + 1) % settings.checkpoint_every == 0:
             save_checkpoint(ckpt, step + 1, parts, {"running_loss": running})
-            ship_weights(work / "maskgit_latest.safetensors", model, _meta(cfg, raw, labels, settings, step + 1))
+            ship_weights(
+                work / "maskgit_latest.safetensors", model, _meta(cfg, raw, labels, settings, step + 1)
+            )
     save_checkpoint(ckpt, settings.steps, parts, {"running_loss": running})
     meta = _meta(cfg, raw, labels, settings, settings.steps)
     ship_weights(out, model, meta)

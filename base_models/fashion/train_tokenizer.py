@@ -136,5 +136,15 @@ def train_tokenizer(out: Path, work: Path, settings: TokenizerTrainSettings, dat
 
 
 if __name__ == "__main__":  # python -m base_models.fashion.train_tokenizer (the CLI wraps this)
-    print(json.dumps(train_tokenizer(Path("base_models/fashion/weights/tokenizer.safetensors"),
-                                     Path("/work/ckpt"), TokenizerTrainSettings(steps=int(__import__("sys").argv[1]) if len(__import__("sys").argv) > 1 else 1200)), indent=1))
+    print(
+        json.dumps(
+            train_tokenizer(
+                Path("base_models/fashion/weights/tokenizer.safetensors"),
+                Path("/work/ckpt"),
+                TokenizerTrainSettings(
+                    steps=int(__import__("sys").argv[1]) if len(__import__("sys").argv) > 1 else 1200
+                ),
+            ),
+            indent=1,
+        )
+    )

@@ -61,7 +61,10 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Path | 
         if k in state and tuple(state[k].shape) != tuple(v.shape)
     ]
     if wrong:
-        problems.append(f"shape mismatches: {'; '.join(wrong[:3])}" + (f" (+{len(wrong) - 3} more)" if len(wrong) > 3 else ""))
+        problems.append(
+            f"shape mismatches: {'; '.join(wrong[:3])}"
+            + (f" (+{len(wrong) - 3} more)" if len(wrong) > 3 else "")
+        )
     if problems:
         raise CheckpointError(f"{path}: does not fit {type(module).__name__}: " + "; ".join(problems))
     module.load_state_dict(state, strict=True)
@@ -73,7 +76,9 @@ def _torch_load(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle errors, ...
-        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint ({type(e).__name__}: {e})") from e
+        raise CheckpointError(
+            f"{path}: cannot be read as a torch checkpoint ({type(e).__name__}: {e})"
+        ) from e
 
 
 def _strip_prefixes(state: dict) -> dict:

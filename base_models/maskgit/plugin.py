@@ -154,4 +154,3 @@ def build_maskgit(cfg: MaskGITPluginConfig, device: torch.device) -> MaskGITMode
         model = MaskGITModel(transformer, vqgan, name=f"maskgit-{cfg.config}", dataset=dataset)
     model.default_sampling = sampling
     return model.to(device)
-
