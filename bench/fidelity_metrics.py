@@ -14,6 +14,8 @@ Any base model: no dataset needed. Registered by the core's built-in plugin ``be
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -128,38 +130,39 @@ class _VanillaFidelity:
         raise NotImplementedError
 
 
-class PSNRVsVanilla(_VanillaFidelity):
-    info = MetricInfo("psnr_vs_vanilla", "dB", True, "vanilla", label="PSNR vs vanilla")
-
-    def _score(self, generated, ref):
-        return psnr_per_image(generated.images, ref.images)
-
-
-class SSIMVsVanilla(_VanillaFidelity):
-    info = MetricInfo("ssim_vs_vanilla", "", True, "vanilla", label="SSIM vs vanilla")
-
-    def _score(self, generated, ref):
-        return ssim_per_image(generated.images, ref.images)
+def _feature_cosine_score(generated: GeneratedBatch, ref: GeneratedBatch) -> Tensor:
+    if generated.features is None or ref.features is None:
+        raise ValueError(
+            "feature_cosine needs the final-step features of both batches "
+            "(sample with record_features=True and store them in GeneratedBatch.features)"
+        )
+    return feature_cosine_per_image(generated.features, ref.features)
 
 
-class TokenAgreement(_VanillaFidelity):
-    info = MetricInfo("token_agreement", "fraction", True, "vanilla", label="token agreement")
+def _fidelity_metric(
+    class_name: str, info: MetricInfo, score: Callable[..., Tensor]
+) -> type[_VanillaFidelity]:
+    """A ``_VanillaFidelity`` subclass scoring (generated, vanilla's batch) -> (n,) with ``score``."""
+    return type(
+        class_name, (_VanillaFidelity,), {"info": info, "_score": staticmethod(score), "__module__": __name__}
+    )
 
-    def _score(self, generated, ref):
-        return token_agreement_per_image(generated.tokens, ref.tokens)
 
-
-class FeatureCosine(_VanillaFidelity):
-    info = MetricInfo("feature_cosine", "", True, "vanilla", label="feature cosine")
-
-    def _score(self, generated, ref):
-        if generated.features is None or ref.features is None:
-            raise ValueError(
-                "feature_cosine needs the final-step features of both batches "
-                "(sample with record_features=True and store them in GeneratedBatch.features)"
-            )
-        return feature_cosine_per_image(generated.features, ref.features)
-
+_INFO = {  # class name -> what it measures, and its score (generated, vanilla's batch) -> (n,)
+    "PSNRVsVanilla": MetricInfo("psnr_vs_vanilla", "dB", True, "vanilla", label="PSNR vs vanilla"),
+    "SSIMVsVanilla": MetricInfo("ssim_vs_vanilla", "", True, "vanilla", label="SSIM vs vanilla"),
+    "TokenAgreement": MetricInfo("token_agreement", "fraction", True, "vanilla", label="token agreement"),
+    "FeatureCosine": MetricInfo("feature_cosine", "", True, "vanilla", label="feature cosine"),
+}
+_SCORE = {
+    "PSNRVsVanilla": lambda generated, ref: psnr_per_image(generated.images, ref.images),
+    "SSIMVsVanilla": lambda generated, ref: ssim_per_image(generated.images, ref.images),
+    "TokenAgreement": lambda generated, ref: token_agreement_per_image(generated.tokens, ref.tokens),
+    "FeatureCosine": _feature_cosine_score,
+}
+PSNRVsVanilla, SSIMVsVanilla, TokenAgreement, FeatureCosine = (
+    _fidelity_metric(name, _INFO[name], _SCORE[name]) for name in _INFO
+)
 
 FIDELITY_METRICS = (PSNRVsVanilla, SSIMVsVanilla, TokenAgreement, FeatureCosine)
 

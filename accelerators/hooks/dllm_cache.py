@@ -1,17 +1,14 @@
 """Registers the ``dllm-cache`` accelerator (code: ``accelerators.dllm_cache``, imported when used)."""
 
-from bench.hookspecs import hookimpl
-from bench.specs import AcceleratorSpec
+from accelerators.hooks import lazy_accelerator, registering
 
-
-@hookimpl
-def register_accelerators(register):
-    register(
-        AcceleratorSpec(
-            name="dllm-cache",
-            config_cls="accelerators.dllm_cache:DLLMCacheConfig",
-            factory="accelerators.dllm_cache:DLLMCache",
-            description="dLLM-Cache: interval refreshes + V-verify recomputation of the most changed tokens",
-            default_sweep=({"gen_interval": 4}, {}),  # mild, reference
-        )
+register_accelerators = registering(
+    lazy_accelerator(
+        "dllm-cache",
+        "accelerators.dllm_cache",
+        "DLLMCache",
+        "dLLM-Cache: interval refreshes + V-verify recomputation of the most changed tokens",
+        # mild, reference
+        ({"gen_interval": 4}, {}),
     )
+)

@@ -1,17 +1,13 @@
 """Registers the ``few-step`` accelerator (code: ``accelerators.few_step``, imported when used)."""
 
-from bench.hookspecs import hookimpl
-from bench.specs import AcceleratorSpec
+from accelerators.hooks import lazy_accelerator, registering
 
-
-@hookimpl
-def register_accelerators(register):
-    register(
-        AcceleratorSpec(
-            name="few-step",
-            config_cls="accelerators.few_step:FewStepConfig",
-            factory="accelerators.few_step:FewStep",
-            description="vanilla with fewer steps",
-            default_sweep=({"steps": 8}, {"steps": 6}, {"steps": 4}),
-        )
+register_accelerators = registering(
+    lazy_accelerator(
+        "few-step",
+        "accelerators.few_step",
+        "FewStep",
+        "vanilla with fewer steps",
+        ({"steps": 8}, {"steps": 6}, {"steps": 4}),
     )
+)

@@ -1,17 +1,14 @@
 """Registers the ``taylorseer`` accelerator (code: ``accelerators.taylorseer``, imported when used)."""
 
-from bench.hookspecs import hookimpl
-from bench.specs import AcceleratorSpec
+from accelerators.hooks import lazy_accelerator, registering
 
-
-@hookimpl
-def register_accelerators(register):
-    register(
-        AcceleratorSpec(
-            name="taylorseer",
-            config_cls="accelerators.taylorseer:TaylorSeerConfig",
-            factory="accelerators.taylorseer:TaylorSeer",
-            description="TaylorSeer: forecast the blocks' outputs by finite-difference Taylor series",
-            default_sweep=({"interval": 3}, {}),  # mild, reference
-        )
+register_accelerators = registering(
+    lazy_accelerator(
+        "taylorseer",
+        "accelerators.taylorseer",
+        "TaylorSeer",
+        "TaylorSeer: forecast the blocks' outputs by finite-difference Taylor series",
+        # mild, reference
+        ({"interval": 3}, {}),
     )
+)

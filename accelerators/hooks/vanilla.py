@@ -1,17 +1,13 @@
 """Registers the ``vanilla`` accelerator (code: ``accelerators.vanilla``, imported when used)."""
 
-from bench.hookspecs import hookimpl
-from bench.specs import AcceleratorSpec
+from accelerators.hooks import lazy_accelerator, registering
 
-
-@hookimpl
-def register_accelerators(register):
-    register(
-        AcceleratorSpec(
-            name="vanilla",
-            config_cls="accelerators.vanilla:VanillaConfig",
-            factory="accelerators.vanilla:Vanilla",
-            description="full model every step (the baseline)",
-            default_sweep=({},),
-        )
+register_accelerators = registering(
+    lazy_accelerator(
+        "vanilla",
+        "accelerators.vanilla",
+        "Vanilla",
+        "full model every step (the baseline)",
+        ({},),
     )
+)

@@ -4,28 +4,25 @@ Light on purpose (``bench.lazy``, ``bench.subcommands``): the accelerator's modu
 command's module are imported when used, not at every ``migm-bench`` start-up.
 """
 
+from accelerators.hooks import lazy_accelerator, registering
 from bench.hookspecs import hookimpl
-from bench.specs import AcceleratorSpec
 from bench.subcommands import DeferredParser
 
-
-@hookimpl
-def register_accelerators(register):
-    register(
-        AcceleratorSpec(
-            name="shortcut",
-            config_cls="accelerators.shortcut.accelerator:ShortcutConfig",
-            factory="accelerators.shortcut.accelerator:Shortcut",
-            description="MIGM-Shortcut: B of N full steps, a learned feature shortcut in between",
-            default_sweep=(
-                {"steps": 16, "budget": 8},
-                {"steps": 16, "budget": 6},
-                {"steps": 16, "budget": 4},
-                {"steps": 32, "budget": 6},
-                {"steps": 16, "budget": 6, "variant": "nocross"},
-            ),
-        )
+register_accelerators = registering(
+    lazy_accelerator(
+        "shortcut",
+        "accelerators.shortcut.accelerator",
+        "Shortcut",
+        "MIGM-Shortcut: B of N full steps, a learned feature shortcut in between",
+        (
+            {"steps": 16, "budget": 8},
+            {"steps": 16, "budget": 6},
+            {"steps": 16, "budget": 4},
+            {"steps": 32, "budget": 6},
+            {"steps": 16, "budget": 6, "variant": "nocross"},
+        ),
     )
+)
 
 
 # sub-command -> (its module: add_arguments(parser), run(args); the one-line help)
