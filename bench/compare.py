@@ -153,11 +153,18 @@ def add_noise_check_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--accel", action="append", metavar="SPEC", help="configurations (default: the default sweep)"
     )
-    parser.add_argument("--images", type=int, default=150, help="images per configuration (default 150)")
+    parser.add_argument(
+        "--images", type=int, default=250, help="images per configuration (default 250, as the default run)"
+    )
     parser.add_argument(
         "--batch-size", type=int, default=25, help="images per timed batch (default 25, as the default run)"
     )
-    parser.add_argument("--rounds", type=int, default=6, help="interleaved timed rounds per run (default 6)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=10,
+        help="interleaved timed rounds per run (default 10, as the default run)",
+    )
     parser.add_argument(
         "--metrics", default="", help="quality metrics (default none: only timing matters here)"
     )
