@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.batch_memo import BatchMemo
-from bench.feature_stats import frechet_resampled, kid_subsets
+from bench.feature_stats import frechet_resampled, kid_subsets, poly_kernel
 from bench.protocol import BaseModel, GeneratedBatch, MetricInfo
 from bench.real_features import FrozenExtractor, RealFeatures, extract_features, module_device
 from bench.specs import MetricContext, MetricUnavailable
@@ -64,33 +64,30 @@ class FIDMetric:
         return self._features.get((generated,), lambda: _features_of(self, generated))
 
     def compute(self, generated: GeneratedBatch, ctx: MetricContext) -> float:
+        """torchmetrics' FID from its running sums: the real side's from the cached features,
+        the generated side's from ``features`` (extracted once per batch; the interval reuses
+        them), added in torchmetrics' ``update`` batches so the sums are the ones it forms."""
         from torchmetrics.image.fid import FrechetInceptionDistance
 
         device = module_device(self.extractor)
-        images = _check_images(generated.images, self.info.name).to(device)
         real = self.real.get(ctx).double().to(device)  # (n_real, d)
+        fake = self.features(generated).to(device)  # (n, d) float64
         fid = FrechetInceptionDistance(
             feature=FrozenExtractor(self.extractor, real.shape[1]), reset_real_features=False, normalize=True
         ).to(device)
         fid.real_features_sum = real.sum(0)
         fid.real_features_cov_sum = real.T @ real
         fid.real_features_num_samples = torch.tensor(len(real), dtype=torch.long)
-        for i in range(0, len(images), self.batch_size):
-            fid.update(images[i : i + self.batch_size], real=False)
+        for chunk in fake.split(self.batch_size):  # (b, d): what update() adds per batch
+            fid.fake_features_sum += chunk.sum(0)
+            fid.fake_features_cov_sum += chunk.T @ chunk
+            fid.fake_features_num_samples += len(chunk)
+        fid.orig_dtype = torch.float32  # update() records the extractor's dtype; ours give float32
         return float(fid.compute())
 
     def resampled(self, generated: GeneratedBatch, ctx: MetricContext, indices: np.ndarray) -> list[float]:
         """FID of each image resample, indices (R, n) (``metric_interval``)."""
         return _fid_resampled(self, generated, ctx, indices)
-
-
-def frechet_distance(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> float:
-    """||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2)) (Heusel et al. 2017); the trace
-    of the square root is the sum of the square roots of the eigenvalues of S1 S2 (real and
-    non-negative for covariance matrices, up to rounding)."""
-    diff = mu1 - mu2
-    root_trace = torch.linalg.eigvals(cov1 @ cov2).real.clamp_min(0).sqrt().sum()
-    return float(diff @ diff + cov1.trace() + cov2.trace() - 2 * root_trace)
 
 
 def _features_of(metric: FIDMetric | KIDMetric, generated: GeneratedBatch) -> Tensor:
@@ -165,10 +162,7 @@ def _kid_resampled(
     s = min(metric.subset_size, len(real), len(f))
     r = real[torch.randperm(len(real), generator=torch.Generator().manual_seed(metric.seed))[:s]]  # (s, d)
 
-    def kernel(a: Tensor, b: Tensor) -> Tensor:
-        return (a @ b.T / a.shape[1] + 1) ** 3
-
-    k_ff, k_fr, k_rr = kernel(f, f), kernel(f, r), kernel(r, r)  # (n, n), (n, s), (s, s)
+    k_ff, k_fr, k_rr = poly_kernel(f, f), poly_kernel(f, r), poly_kernel(r, r)  # (n, n), (n, s), (s, s)
     n = len(f)
     counts = torch.from_numpy(np.stack([np.bincount(i, minlength=n) for i in indices])).double()  # (R, n)
     # resample X = f[idx]: sum over pairs a != b of k(X_a, X_b) = c^T K c - c . diag(K)

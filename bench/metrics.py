@@ -24,7 +24,6 @@ from bench import stats
 from bench.distribution_metrics import (  # noqa: F401 (public import path)
     FIDMetric,
     KIDMetric,
-    frechet_distance,
     inception_score,
     require_dataset,
 )

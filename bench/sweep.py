@@ -49,7 +49,7 @@ class Sweep:
     keep_features: keep final-step features for metrics (costs n * L * D floats).
     retry_failed: rerun configurations recorded as failed in an existing run.
     threads: torch intra-op threads while the sweep runs (``--threads``; default 1, see
-        ``bench.timing.DEFAULT_TIMING_THREADS``: stable speed-ups on a shared machine at the
+        ``bench.config.DEFAULT_TIMING_THREADS``: stable speed-ups on a shared machine at the
         price of absolute speed; 0 keeps torch's default of one per core). Recorded per row.
     """
 

@@ -26,8 +26,6 @@ from typing import Any
 
 import torch
 
-from bench.config import DEFAULT_TIMING_THREADS  # noqa: F401 (public here too)
-
 
 def synchronize(device: torch.device | str) -> None:
     """Wait for all queued work on ``device`` (no-op on CPU, where ops are synchronous)."""
