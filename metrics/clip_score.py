@@ -47,7 +47,7 @@ from metrics.common import (
     check_state_dict,
     env_path,
     require_file,
-    require_text_to_image,
+    require_ready,
     to_rgb_pixels,
 )
 
@@ -228,10 +228,6 @@ class ClipScore(PromptScoreMetric):
 def clip_score_metric(model: BaseModel | None = None) -> ClipScore:
     """The metric factory: from the environment (see the module docstring). MetricUnavailable
     when the weights are not configured or the base model has no prompts."""
-    reason = clip_score_unavailable()
-    if reason:
-        raise MetricUnavailable(reason)
-    if model is not None:
-        require_text_to_image(model, CLIP_SCORE_INFO.name)
+    require_ready(clip_score_unavailable(), model, CLIP_SCORE_INFO.name)
     config = ClipScoreConfig.from_env()
     return ClipScore(load_open_clip(config.model, config.weights), config.batch_size)

@@ -27,6 +27,15 @@ def require_text_to_image(model: BaseModel, metric: str) -> None:
         )
 
 
+def require_ready(unavailable: str | None, model: BaseModel | None, metric: str) -> None:
+    """A metric factory's refusals, in one line (MetricUnavailable): ``unavailable`` is why its
+    files are not configured (None: they are); ``model``, when given, must have prompts."""
+    if unavailable:
+        raise MetricUnavailable(unavailable)
+    if model is not None:
+        require_text_to_image(model, metric)
+
+
 def batch_prompts(generated: GeneratedBatch, metric: str) -> list[str]:
     """The prompt of every image of ``generated``; ValueError when there are none or too few."""
     prompts = generated.prompts

@@ -42,7 +42,6 @@ import torch
 from torch import Tensor, nn
 
 from bench.protocol import BaseModel, MetricInfo
-from bench.specs import MetricUnavailable
 from metrics.common import (
     PromptScoreMetric,
     batch_size_from_env,
@@ -50,7 +49,7 @@ from metrics.common import (
     env_path,
     first_keys,
     require_file,
-    require_text_to_image,
+    require_ready,
     to_rgb_pixels,
 )
 
@@ -326,11 +325,7 @@ class ImageRewardMetric(PromptScoreMetric):
 def image_reward_metric(model: BaseModel | None = None) -> ImageRewardMetric:
     """The metric factory: from the environment (see the module docstring). MetricUnavailable
     when the files are not configured or the base model has no prompts."""
-    reason = image_reward_unavailable()
-    if reason:
-        raise MetricUnavailable(reason)
-    if model is not None:
-        require_text_to_image(model, IMAGE_REWARD_INFO.name)
+    require_ready(image_reward_unavailable(), model, IMAGE_REWARD_INFO.name)
     files = ImageRewardFiles.from_env()
     assert files is not None  # checked by image_reward_unavailable
     return ImageRewardMetric(load_image_reward(files.weights, files.med_config, files.tokenizer),
