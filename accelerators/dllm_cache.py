@@ -44,10 +44,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from accelerators._cache_common import condition_positions
 from bench.accelerator_base import AcceleratorBase, require_fraction, require_int
-from bench.forward import gather_positions, write_kv
-from bench.protocol import BaseModel, Block, LayerKV, StepContext, StepOutput
+from bench.forward import block_attend, block_qkv, condition_index, gather_positions, image_index, write_kv
+from bench.protocol import BaseModel, Block, LayerKV, SequenceLayout, StepContext, StepOutput
 
 
 @dataclass(frozen=True)
@@ -116,19 +115,20 @@ class DLLMCache(AcceleratorBase):
         refresh_gen = ctx.step % cfg.gen_interval == 0
         refresh_prompt = ctx.step % cfg.prompt_interval == 0
         h = model.embed(ctx.tokens, ctx.cond)  # (B, L, D): the fresh embedding, every step
+        layout = self.layout(model, ctx)
         if (refresh_gen and refresh_prompt) or self._layers is None:
-            h = self._full(model, h)
+            h = self._full(model, h, layout)
             self.counts.full_forwards += 1
         else:
-            h = self._partial(model, h, refresh_gen, refresh_prompt)
-        return self.output(model, model.final_features(h))
+            h = self._partial(model, h, layout, refresh_gen, refresh_prompt)
+        return self.output(model, model.final_features(h), ctx)
 
-    def _full(self, model: BaseModel, h: Tensor) -> Tensor:
+    def _full(self, model: BaseModel, h: Tensor, layout: SequenceLayout) -> Tensor:
         """All positions of every layer (the same ops as ``block_forward``), caching everything."""
         layers = []
         for block in model.blocks:
-            q, k, v = block.qkv(h)
-            attn = block.attend(q, k, v)
+            q, k, v = block_qkv(block, h, layout)
+            attn = block_attend(block, q, k, v, layout)
             h = h + attn
             mlp = block.mlp(h)
             h = h + mlp
@@ -136,31 +136,37 @@ class DLLMCache(AcceleratorBase):
         self._layers = layers
         return h
 
-    def _partial(self, model: BaseModel, h: Tensor, refresh_gen: bool, refresh_prompt: bool) -> Tensor:
+    def _partial(
+        self, model: BaseModel, h: Tensor, layout: SequenceLayout, refresh_gen: bool, refresh_prompt: bool
+    ) -> Tensor:
         assert self._layers is not None
-        P, L, B = model.num_image_tokens, model.seq_len, h.shape[0]
+        P, L, B = layout.num_image_tokens, layout.seq_len, h.shape[0]
+        image_pos = None if layout.image_first else image_index(layout, B, h.device)  # (B, P) or slices
         rows: list[int] = []  # query rows each layer recomputed this step
         fixed: list[Tensor] = []  # positions recomputed in every (cached) layer this step
         if refresh_prompt and not refresh_gen:
-            fixed.append(condition_positions(model, B, h.device))
+            fixed.append(condition_index(layout, B, h.device))
         transfer = self.config.transfer_ratio > 0  # the reference's flag, not the count
         verify = int(P * self.config.transfer_ratio)  # V-verify count (may be 0)
         value_pass = False
         for layer, (block, cache) in enumerate(zip(model.blocks, self._layers)):
             if layer == 0 and self.config.refresh_first_layer:
-                h = _recompute_range(block, cache, h, 0, L)  # layer 0: always in full
+                h = _recompute_range(block, cache, h, layout, 0, L)  # layer 0: always in full
                 rows.append(L)
-            elif refresh_gen:  # not refresh_prompt: one contiguous range, sliced
-                h = _recompute_range(block, cache, h, 0, P)
+            elif refresh_gen:  # not refresh_prompt: the image part
+                if image_pos is None:  # image tokens at [0, P): one contiguous range, sliced
+                    h = _recompute_range(block, cache, h, layout, 0, P)
+                else:
+                    h = _recompute_layer(block, cache, h, layout, image_pos)
                 rows.append(P)
             else:
                 parts = list(fixed)
                 if transfer:
-                    parts.append(self._verify(block, cache, h[:, :P], verify))
+                    parts.append(self._verify(block, cache, h, layout, image_pos, verify))
                     value_pass = True
                 positions = torch.cat(parts, dim=1) if len(parts) > 1 else (parts[0] if parts else None)
                 if positions is not None and positions.shape[1]:
-                    h = _recompute_layer(block, cache, h, positions)  # positions: (B, Q)
+                    h = _recompute_layer(block, cache, h, layout, positions)  # positions: (B, Q)
                     rows.append(positions.shape[1])
                 else:  # nothing to recompute: cached outputs only
                     h = h + cache.attn + cache.mlp
@@ -173,33 +179,55 @@ class DLLMCache(AcceleratorBase):
         return h
 
     @staticmethod
-    def _verify(block: Block, cache: _LayerCache, h_image: Tensor, count: int) -> Tensor:
-        """Recompute V of all image tokens, pick the ``count`` that changed most, store the new V."""
-        P = h_image.shape[1]
-        v_new = block.value(h_image)  # (B, H, P, Dh)
-        chosen = select_changed(v_new, cache.kv.v[:, :, :P], count)  # (B, count)
-        cache.kv.v[:, :, :P] = v_new  # the reference keeps every image token's new V
-        return chosen
+    def _verify(
+        block: Block,
+        cache: _LayerCache,
+        h: Tensor,
+        layout: SequenceLayout,
+        image_pos: Tensor | None,
+        count: int,
+    ) -> Tensor:
+        """Recompute V of all image tokens, pick the ``count`` that changed most, store the new V.
+        image_pos: (B, P) sequence positions of the image tokens, None for [0, P). Returns the
+        chosen tokens' sequence positions (B, count)."""
+        P = layout.num_image_tokens
+        if image_pos is None:
+            v_new = block.value(h[:, :P])  # (B, Hkv, P, Dh)
+            chosen = select_changed(v_new, cache.kv.v[:, :, :P], count)  # (B, count)
+            cache.kv.v[:, :, :P] = v_new  # the reference keeps every image token's new V
+            return chosen
+        v_new = block.value(gather_positions(h, image_pos))  # (B, Hkv, P, Dh)
+        idx = image_pos[:, None, :, None].expand(-1, v_new.shape[1], -1, v_new.shape[3])
+        chosen = select_changed(v_new, torch.gather(cache.kv.v, 2, idx), count)  # (B, count) image indices
+        cache.kv.v.scatter_(2, idx, v_new)
+        return torch.gather(image_pos, 1, chosen)
 
 
-def _recompute_range(block: Block, cache: _LayerCache, h: Tensor, start: int, stop: int) -> Tensor:
+def _recompute_range(
+    block: Block, cache: _LayerCache, h: Tensor, layout: SequenceLayout, start: int, stop: int
+) -> Tensor:
     """``_recompute_layer`` for the contiguous positions [start, stop) (slices, no gather)."""
-    q, k, v = block.qkv(h[:, start:stop])  # (B, H, Q, Dh)
+    rows = None  # position ids are only looked up for position-aware blocks, and only for a sub-range
+    if layout.position_ids is not None and (start, stop) != (0, h.shape[1]):
+        rows = torch.arange(start, stop, device=h.device).expand(h.shape[0], -1)  # (B, stop - start)
+    q, k, v = block_qkv(block, h[:, start:stop], layout, rows)  # (B, H, Q, Dh)
     cache.kv.k[:, :, start:stop] = k
     cache.kv.v[:, :, start:stop] = v
-    cache.attn[:, start:stop] = block.attend(q, cache.kv.k, cache.kv.v)
+    cache.attn[:, start:stop] = block_attend(block, q, cache.kv.k, cache.kv.v, layout)
     h = h + cache.attn
     cache.mlp[:, start:stop] = block.mlp(h[:, start:stop])
     return h + cache.mlp
 
 
-def _recompute_layer(block: Block, cache: _LayerCache, h: Tensor, positions: Tensor) -> Tensor:
+def _recompute_layer(
+    block: Block, cache: _LayerCache, h: Tensor, layout: SequenceLayout, positions: Tensor
+) -> Tensor:
     """One layer with fresh q/k/v, attention and MLP at ``positions`` (B, Q) and cached
     outputs elsewhere. h: (B, L, D) layer input -> layer output (B, L, D)."""
-    q, k, v = block.qkv(gather_positions(h, positions))  # (B, H, Q, Dh)
+    q, k, v = block_qkv(block, gather_positions(h, positions), layout, positions)  # (B, H, Q, Dh)
     write_kv(cache.kv, positions, k, v)
     idx = positions[..., None].expand(-1, -1, h.shape[-1])  # (B, Q, D)
-    cache.attn.scatter_(1, idx, block.attend(q, cache.kv.k, cache.kv.v))
+    cache.attn.scatter_(1, idx, block_attend(block, q, cache.kv.k, cache.kv.v, layout))
     h = h + cache.attn
     cache.mlp.scatter_(1, idx, block.mlp(torch.gather(h, 1, idx)))
     return h + cache.mlp

@@ -117,13 +117,13 @@ class TaylorSeer(AcceleratorBase):
         cfg = self.config
         embedded = model.embed(ctx.tokens, ctx.cond)  # (B, L, D), fresh every step
         if is_full_step(ctx.step, cfg.interval, cfg.first_enhance) or self.forecaster.last_step is None:
-            h = embedded
+            h, layout = embedded, self.layout(model, ctx)
             for block in model.blocks:
-                h, _ = block_forward(block, h)
+                h, _ = block_forward(block, h, layout=layout)
             # the reference extends the difference ladder only from step first_enhance - 1 on
             self.forecaster.update(h - embedded, ctx.step, derivatives=ctx.step >= cfg.first_enhance - 1)
             self.counts.full_forwards += 1
         else:
             h = embedded + self.forecaster.predict(ctx.step)  # (B, L, D)
             self.counts.other_calls += 1  # embedding + final layers + head only
-        return self.output(model, model.final_features(h))
+        return self.output(model, model.final_features(h), ctx)

@@ -22,4 +22,4 @@ class Vanilla(AcceleratorBase):
 
     def step(self, model: BaseModel, ctx: StepContext) -> StepOutput:
         features, _ = self.full_forward(model, ctx)  # (B, L, D)
-        return self.output(model, features)
+        return self.output(model, features, ctx)

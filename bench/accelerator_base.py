@@ -22,7 +22,7 @@ Plugins import it from here; it imports no plugin (the layering rule of ``bench/
 
         def step(self, model, ctx):
             features, _ = self.full_forward(model, ctx)  # (B, L, D)
-            return self.output(model, features)
+            return self.output(model, features, ctx)
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from bench import forward
-from bench.protocol import BaseModel, Counts, LayerKV, StepContext, StepOutput
+from bench.protocol import BaseModel, Counts, LayerKV, SequenceLayout, StepContext, StepOutput
 
 
 def require_int(owner: str, name: str, value: int, minimum: int) -> None:
@@ -89,12 +89,19 @@ class AcceleratorBase(ABC):
     def full_forward(self, model: BaseModel, ctx: StepContext) -> tuple[Tensor, list[LayerKV]]:
         """All blocks on all positions of both CFG streams, counted as one full forward:
         features (B, L, D) and every layer's K/V."""
-        features, kv = forward.full_forward(model, ctx.tokens, ctx.cond)
+        features, kv = forward.full_forward(model, ctx.tokens, ctx.cond, self.layout(model, ctx))
         self.counts.full_forwards += 1
         return features, kv
 
     @staticmethod
-    def output(model: BaseModel, features: Tensor) -> StepOutput:
+    def layout(model: BaseModel, ctx: StepContext) -> SequenceLayout:
+        """The step's ``SequenceLayout`` (where the image tokens sit in the rows ``ctx.cond``)."""
+        return forward.layout_of(model, ctx.cond)
+
+    @staticmethod
+    def output(model: BaseModel, features: Tensor, ctx: StepContext | None = None) -> StepOutput:
         """The step's output from its last-layer features (B, L, D): the head's logits of the
-        image positions with the features."""
-        return StepOutput(logits=forward.logits_of(model, features), features=features)
+        image positions (those of ``ctx``'s layout; without ctx the default layout) with the
+        features."""
+        layout = None if ctx is None else forward.layout_of(model, ctx.cond)
+        return StepOutput(logits=forward.logits_of(model, features, layout), features=features)

@@ -7,7 +7,8 @@ Shapes used throughout:
     B  batch rows the blocks see (with classifier-free guidance: 2 x images, the
        conditional stream stacked on top of the unconditional one)
     L  sequence length the transformer blocks see (image tokens + condition tokens)
-    P  number of image tokens; positions [0, P) of the sequence are image tokens
+    P  number of image tokens; where they sit in the sequence is the batch's
+       ``SequenceLayout`` (by default positions [0, P), the condition after them)
     D  feature width, H heads, Dh = D // H
     V  image codebook size (logits never include the mask token)
 """
@@ -36,7 +37,11 @@ class Block(Protocol):
     num_heads: int
 
     def qkv(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Attention pre-norm + in-projection. h: (B, Q, D) -> q, k, v each (B, H, Q, Dh)."""
+        """Attention pre-norm + in-projection. h: (B, Q, D) -> q, k, v each (B, H, Q, Dh).
+
+        A position-aware block (rotary embeddings) takes ``qkv(h, position_ids)``, (B, Q) the
+        positions of h's rows (``SequenceLayout.position_ids``); the core passes them only
+        when the batch's layout has position ids. K/V may have fewer heads (GQA)."""
         ...
 
     def value(self, h: Tensor) -> Tensor:
@@ -52,13 +57,49 @@ class Block(Protocol):
         """Scaled dot-product attention + out-projection.
 
         q: (B, H, Q, Dh); k, v: (B, H, L', Dh) -> (B, Q, D), the attention branch
-        output *before* the residual add.
+        output *before* the residual add. With padding the core calls
+        ``attend(q, k, v, key_mask)``, key_mask (B, L') bool, True = a real key.
         """
         ...
 
     def mlp(self, h: Tensor) -> Tensor:
         """Pre-norm MLP branch. (B, Q, D) -> (B, Q, D), before the residual add."""
         ...
+
+
+@dataclass(frozen=True)
+class SequenceLayout:
+    """Where one batch's tokens sit in the sequences the blocks see (B rows, L positions).
+
+    The default (every field None, MaskGIT and the class-conditional models): image token j at
+    sequence position j, the condition tokens at [P, L), no padding, and blocks that take no
+    position input. A model whose sequences differ per row (Lumina-DiMOO: prompt, BOA, BOI,
+    rows of image tokens each followed by a newline, EOI, EOA; the prompts of one batch of
+    different lengths, padded) returns its layout from the optional method
+    ``sequence_layout(cond) -> SequenceLayout`` (``bench.forward.layout_of``).
+
+    image_positions: (B, P) long, the sequence index of image token j in every row.
+    condition_positions: (B, C) long, the other indices accelerators may recompute as "the
+        condition" (prompt, special tokens, padding); None: [P, L).
+    position_ids: (B, L) long, the position each index has for position-aware blocks (rotary
+        embeddings): ``bench.forward`` passes the rows' ids to ``Block.qkv(h, ids)``, so a
+        partial step on a subset of rows gets exactly a full forward's angles. None: the blocks
+        take no position input and are called ``qkv(h)``.
+    key_mask: (B, L) bool, True = a real key; padding keys are never attended to
+        (``Block.attend(q, k, v, key_mask)``). None: every key is real, ``attend(q, k, v)``.
+    """
+
+    seq_len: int
+    num_image_tokens: int
+    image_positions: Tensor | None = None
+    condition_positions: Tensor | None = None
+    position_ids: Tensor | None = None
+    key_mask: Tensor | None = None
+
+    @property
+    def image_first(self) -> bool:
+        """True for the default layout: image tokens at [0, P) (slices instead of gathers)."""
+        return self.image_positions is None
 
 
 @dataclass
@@ -94,6 +135,36 @@ class SamplingSettings:
     reveal_policy: str = "confidence"
 
 
+class SamplerPolicy(Protocol):
+    """How the loop turns a step's guided logits into revealed tokens: the base model's rule.
+
+    The default is MaskGIT-pytorch's (``bench.sampling.MaskGITPolicy``); a model with another
+    rule returns its own from the optional method ``sampler_policy(settings) -> SamplerPolicy``
+    (Lumina-DiMOO: Gumbel-max sampling, its cosine keep-count schedule, re-masking by
+    log p + temperature * Gumbel). The loop keeps everything else: classifier-free guidance
+    per ``SamplingSettings``, reservations (ReCAP), the Halton order, the bookkeeping.
+    ``generator`` is what the caller passed to ``bench.sampling.sample``: one
+    ``torch.Generator``, or one per image when the policy supports it (a batch of n then gives
+    the tokens of n runs of one).
+    """
+
+    def schedule(self, num_tokens: int, steps: int) -> list[int]:
+        """How many tokens each of ``steps`` steps reveals (each >= 1, sums to num_tokens);
+        a clear ValueError when ``steps`` cannot be honoured."""
+        ...
+
+    def draw(self, logits: Tensor, generator: Any) -> tuple[Tensor, Tensor]:
+        """logits (n, m, V) float32, guided, at the m still-masked positions -> the drawn code
+        of every position (n, m) and its log-confidence (n, m)."""
+        ...
+
+    def scores(self, log_conf: Tensor, masked: Tensor, mask: Tensor, step: int, steps: int,
+               generator: Any) -> Tensor:  # fmt: skip
+        """Reveal scores (n, P): the positions with the highest reveal first. log_conf (n, m)
+        at ``masked`` (n, m) positions; mask (n, P) True = still masked (-inf elsewhere)."""
+        ...
+
+
 # -------------------------------------------------------------------- base model
 @runtime_checkable
 class BaseModel(Protocol):
@@ -107,6 +178,13 @@ class BaseModel(Protocol):
         logits = head(f[:, :P])                  # (B, P, V)
 
     ``bench.forward`` implements this (and its partial variants) once for all models.
+    Where the image positions sit is the batch's ``SequenceLayout`` (default: [0, P)).
+
+    Optional methods, looked up with ``getattr`` (a class-conditional model needs none):
+    ``sequence_layout(cond) -> SequenceLayout`` for the stacked rows ``cond`` (B,) (the same
+    object for the same ``cond`` tensor is welcome: the loop asks at every step);
+    ``sampler_policy(settings) -> SamplerPolicy``; ``condition_prompts(cond)`` and
+    ``prompt_record()`` (text-to-image, see ``condition_prompts``).
     """
 
     name: str
@@ -137,8 +215,9 @@ class BaseModel(Protocol):
     def embed(self, tokens: Tensor, cond: Tensor, positions: Tensor | None = None) -> Tensor:
         """Token + position embedding (and any input layers).
 
-        tokens (B, P), cond (B,) -> (B, L, D); with ``positions`` (B, Q) (sequence
-        positions) only those rows are computed and returned: (B, Q, D).
+        tokens (B, P) image tokens in image order, cond (B,) -> (B, L, D) in sequence order
+        (the layout of ``cond``); with ``positions`` (B, Q) (sequence positions) only those
+        rows are computed and returned: (B, Q, D).
         """
         ...
 
@@ -157,8 +236,8 @@ class BaseModel(Protocol):
     def head(self, features: Tensor, positions: Tensor | None = None) -> Tensor:
         """Features of image positions -> logits over the codebook.
 
-        features: (B, Q, D) at image ``positions`` (B, Q); None means all P image
-        positions in order. Returns (B, Q, V).
+        features: (B, Q, D) at image ``positions`` (B, Q) (image indices j in [0, P), not
+        sequence positions); None means all P image positions in order. Returns (B, Q, V).
         """
         ...
 

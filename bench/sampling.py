@@ -20,13 +20,13 @@ All randomness comes from the ``torch.Generator`` passed in: same seed, same tok
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from bench.protocol import Accelerator, BaseModel, SamplingSettings, StepContext, StepOutput
+from bench.protocol import Accelerator, BaseModel, SamplerPolicy, SamplingSettings, StepContext, StepOutput
 
 
 # ------------------------------------------------------------------- schedules
@@ -161,6 +161,46 @@ def sample_categorical(logp: Tensor, generator: torch.Generator) -> Tensor:
     return race.argmax(-1)
 
 
+class MaskGITPolicy:
+    """MaskGIT-pytorch's sampler (the default ``SamplerPolicy``): the ``mask_schedule`` reveal
+    counts, tokens drawn from softmax(logits / temperature) by the exponential race, reveal
+    scores log p(drawn) + gumbel_temperature * (1 - i / (N - 1)) * Gumbel noise over all P
+    positions (revealed ones at -inf). One ``torch.Generator`` for the whole batch."""
+
+    def __init__(self, settings: SamplingSettings) -> None:
+        self.settings = settings
+
+    def schedule(self, num_tokens: int, steps: int) -> list[int]:
+        return reveal_schedule(num_tokens, steps, self.settings.mask_schedule)
+
+    def draw(self, logits: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        _single_generator(generator)
+        logp = torch.log_softmax(logits / self.settings.temperature, dim=-1)  # (n, m, V)
+        drawn = sample_categorical(logp, generator)  # (n, m), exponential race over the V codes
+        return drawn, torch.gather(logp, 2, drawn[..., None]).squeeze(-1)  # log p(drawn) (n, m)
+
+    def scores(self, log_conf: Tensor, masked: Tensor, mask: Tensor, step: int, steps: int,
+               generator: torch.Generator) -> Tensor:  # fmt: skip
+        n, P = mask.shape
+        conf = torch.full((n, P), -math.inf, device=mask.device)  # revealed positions: never chosen
+        conf = conf.scatter(1, masked, log_conf)
+        ratio = step / (steps - 1) if steps > 1 else 0.0  # MaskGIT-pytorch: indice / (len - 1)
+        noise = gumbel_noise((n, P), generator, mask.device)
+        conf = conf + self.settings.gumbel_temperature * (1 - ratio) * noise
+        return conf.masked_fill(~mask, -math.inf)  # never re-reveal a token
+
+
+def _single_generator(generator: object) -> None:
+    if not isinstance(generator, torch.Generator):
+        raise TypeError("the MaskGIT sampler draws from one torch.Generator, not one per image")
+
+
+def sampler_policy(model: BaseModel, settings: SamplingSettings) -> SamplerPolicy:
+    """The model's ``sampler_policy(settings)`` when it has one, else MaskGIT-pytorch's."""
+    fn = getattr(model, "sampler_policy", None)
+    return MaskGITPolicy(settings) if fn is None else fn(settings)
+
+
 def _at_positions(logits: Tensor, positions: Tensor) -> Tensor:
     """(n, P, V) logits, (n, m) positions -> (n, m, V) the logits at those positions."""
     return torch.gather(logits, 1, positions[..., None].expand(-1, -1, logits.shape[-1]))
@@ -185,7 +225,7 @@ def sample(
     model: BaseModel,
     accelerator: Accelerator,
     cond: Tensor,
-    generator: torch.Generator,
+    generator: torch.Generator | Sequence[torch.Generator],
     settings: SamplingSettings | None = None,
     record_features: bool = False,
     on_step: Callable[[int, StepOutput], None] | None = None,
@@ -195,13 +235,16 @@ def sample(
     cond: (n,) conditions. The accelerator sees the stacked batch [cond; null] when
     cfg_weight != 0 (B = 2n rows), else B = n. ``on_step(i, out)`` (optional) observes each
     step's output as soon as the accelerator returns it, before the loop uses it (the
-    runner's NaN watch); it must not change ``out``.
+    runner's NaN watch); it must not change ``out``. How tokens are drawn and ranked is the
+    model's ``SamplerPolicy`` (``sampler_policy``); ``generator`` goes to it as given (one
+    generator, or one per image for a policy that supports that).
     """
     settings = settings or model.default_sampling
     n = cond.shape[0]
     P = model.num_image_tokens
     steps = accelerator.num_steps(settings.steps)
-    schedule = reveal_schedule(P, steps, settings.mask_schedule)
+    policy = sampler_policy(model, settings)
+    schedule = policy.schedule(P, steps)
     device = cond.device
     guided = settings.cfg_weight != 0
     streams = 2 if guided else 1
@@ -254,20 +297,12 @@ def sample(
                 raise ValueError("feature recording needs an accelerator that returns features")
             recorded.append(out.features.clone())
 
-        logp = torch.log_softmax(logits / settings.temperature, dim=-1)  # (n, m, V)
-        drawn = sample_categorical(logp, generator)  # (n, m), exponential race over the V codes
+        drawn, log_conf = policy.draw(logits, generator)  # (n, m) codes and their log-confidence
         pred = tokens.scatter(1, masked, drawn)  # (n, P): drawn codes at masked positions
         if reserved is not None:  # an earlier step already chose these positions
             pos, reserved = reserved[:, :k], (reserved[:, k:] if reserved.shape[1] > k else None)
         elif settings.reveal_policy == "confidence":
-            conf = torch.full((n, P), -math.inf, device=device)  # revealed positions: never chosen
-            conf = conf.scatter(
-                1, masked, torch.gather(logp, 2, drawn[..., None]).squeeze(-1)
-            )  # log p(drawn)
-            ratio = i / (steps - 1) if steps > 1 else 0.0  # MaskGIT-pytorch: indice / (len - 1)
-            noise = gumbel_noise((n, P), generator, device)
-            conf = conf + settings.gumbel_temperature * (1 - ratio) * noise
-            conf = conf.masked_fill(~mask, -math.inf)  # never re-reveal a token
+            conf = policy.scores(log_conf, masked, mask, i, steps, generator)  # (n, P)
             pos = torch.topk(conf, k + extra, dim=-1).indices  # (n, k + extra), best first
             pos, reserved = pos[:, :k], (pos[:, k:] if extra else None)
         else:

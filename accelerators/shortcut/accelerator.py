@@ -139,4 +139,4 @@ class Shortcut(AcceleratorBase):
             features = net(prev.to(net.token_table.dtype), ctx.revealed_ids, ctx.revealed_positions,
                            mask_ratio).to(prev.dtype)  # fmt: skip
             self.counts.other_calls += 1
-        return self.output(model, features)
+        return self.output(model, features, ctx)
