@@ -87,6 +87,11 @@ class SequenceLayout:
         take no position input and are called ``qkv(h)``.
     key_mask: (B, L) bool, True = a real key; padding keys are never attended to
         (``Block.attend(q, k, v, key_mask)``). None: every key is real, ``attend(q, k, v)``.
+    prompt_mask: (B, L) bool, True at the text a conditional row is generated from (DiMOO:
+        everything before BOA, its chat template included); False in unconditional rows (their
+        "<uncondition>" prompt conditions nothing), at padding and in the image part. Learned
+        accelerators that attend to the prompt read it (DiMOO-Shortcut's cross-attention keys).
+        None: no text prompt (class-conditional models).
     """
 
     seq_len: int
@@ -95,6 +100,7 @@ class SequenceLayout:
     condition_positions: Tensor | None = None
     position_ids: Tensor | None = None
     key_mask: Tensor | None = None
+    prompt_mask: Tensor | None = None
 
     @property
     def image_first(self) -> bool:
