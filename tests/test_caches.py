@@ -25,7 +25,7 @@ from accelerators.recap import ReCAP, ReCAPConfig, group_length
 from accelerators.taylorseer import TaylorForecaster, TaylorSeer, TaylorSeerConfig, is_full_step
 from accelerators.vanilla import Vanilla, VanillaConfig
 from bench.protocol import Counts, SamplingSettings, StepContext, StepOutput
-from bench.sampling import reveal_schedule, sample
+from bench.sampling import reveal_schedule, sample, sampler_policy
 
 
 # --------------------------------------------------------------------------- tiny model
@@ -128,8 +128,30 @@ def _tiny_maskgit():
     return model
 
 
-@pytest.fixture(params=["tiny", "tiny_maskgit"])
+@pytest.fixture(scope="module")
+def dimoo_folder(tmp_path_factory):
+    pytest.importorskip("tokenizers")
+    from base_models.dimoo.testing import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("dimoo"), vqvae=False)
+
+
+def _tiny_dimoo(folder):
+    """Lumina-DiMOO on a 4x4 grid: its own layout (prompt first, left padding, rotary positions)."""
+    from base_models.dimoo.checkpoint import load_transformer
+    from base_models.dimoo.model import DIMOO_SAMPLING, DiMOOModel
+    from base_models.dimoo.testing import CODEBOOK
+    from base_models.dimoo.text import DiMOOTokenizer
+
+    sampling = replace(DIMOO_SAMPLING, steps=6)
+    tokenizer = DiMOOTokenizer(folder)
+    return DiMOOModel(load_transformer(folder), tokenizer, None, CODEBOOK, 4, 4, default_sampling=sampling)
+
+
+@pytest.fixture(params=["tiny", "tiny_maskgit", "tiny_dimoo"])
 def model(request):
+    if request.param == "tiny_dimoo":
+        return _tiny_dimoo(request.getfixturevalue("dimoo_folder"))
     return TinyModel() if request.param == "tiny" else _tiny_maskgit()
 
 
@@ -359,7 +381,7 @@ def test_recap_local_steps_run_only_the_group(model, monkeypatch):
     monkeypatch.setattr(accel, "step", spy)
     result = run(model, accel)
     N, P, L = result.steps, model.num_image_tokens, model.seq_len
-    k = reveal_schedule(P, N, model.default_sampling.mask_schedule)
+    k = sampler_policy(model, model.default_sampling).schedule(P, N)  # the model's own reveal counts
     expected, full, step = {}, 0, 0
     while step < N:
         expected[step] = L

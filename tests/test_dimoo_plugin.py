@@ -4,7 +4,8 @@ The generic loop (``bench.sampling.sample``) with the vanilla accelerator must g
 codes of the standalone reference sampler (``base_models.dimoo.generate.generate``, the oracle)
 for the same generators; a batch of n the tokens of n runs of one; a partial forward the full
 forward's features at its rows (rotary positions and padding included); and every built-in
-accelerator but the shortcut (which needs trained weights) keeps the contract on it.
+accelerator but the shortcut (which needs trained weights) keeps the contract on it (the caches'
+exactness on its layout: ``tests/test_caches.py``, whose models include the tiny DiMOO).
 """
 
 from __future__ import annotations
@@ -157,6 +158,18 @@ def test_the_base_model_contract(model):
         check(model)
 
 
+def test_the_base_model_contract_in_bfloat16(model, folder):
+    """The GPU dtype, on the CPU: the same folder loaded in bfloat16 keeps the contract."""
+    from base_models.dimoo.checkpoint import load_transformer
+
+    half = load_transformer(folder, "cpu", dtype=torch.bfloat16)
+    m = DiMOOModel(half, model.tokenizer, model.vqvae, model.codebook_size, model.rows, model.cols,
+                   default_sampling=model.default_sampling)  # fmt: skip
+    assert m.embed(m.initial_tokens(1), torch.tensor([0])).dtype == torch.bfloat16
+    for _, check in contract.BASE_MODEL_CHECKS:
+        check(m)
+
+
 # ------------------------------------------------------------------ prompts
 def test_prompts_from_a_file_and_use_prompts(folder, tmp_path):
     path = tmp_path / "prompts.txt"
@@ -200,3 +213,43 @@ def test_spec_options_and_errors(folder, tmp_path):
     partial = write_tiny_checkpoint(tmp_path / "partial", tokenizer=False, vqvae=False)
     with pytest.raises(FileNotFoundError, match="lacks tokenizer.json, vqvae/config.json"):
         build(partial)
+
+
+# ------------------------------------------------------------------ every accelerator
+def builtin_accelerators():
+    from bench.plugins import PluginManager
+
+    manager = PluginManager(autoload=False)
+    manager.register_builtins()
+    return manager.accelerators()
+
+
+ACCELERATORS = {name: spec for name, spec in builtin_accelerators().items() if name != "shortcut"}
+CASES = [
+    pytest.param(name, options, id=f"{name}:{options}")
+    for name, spec in ACCELERATORS.items()
+    for options in (spec.default_sweep or ({},))
+]
+
+
+@pytest.fixture(params=["cfg", "nocfg"], scope="module")
+def settings(request, model):
+    return dataclasses.replace(model.default_sampling, cfg_weight=4.0 if request.param == "cfg" else 0.0)
+
+
+def test_every_builtin_accelerator_but_the_shortcut_is_covered():
+    assert {"vanilla", "few-step", "ml-cache", "recap", "taylorseer", "dllm-cache"} <= set(ACCELERATORS)
+
+
+@pytest.mark.parametrize("name, options", CASES)
+def test_accelerator_contract_on_the_tiny_dimoo(model, settings, name, options):
+    spec = ACCELERATORS[name]
+    config = build_config(spec.config_cls, options, owner=f"accelerator {name!r}")
+
+    def fresh():
+        return spec.factory(config)
+
+    contract.check_same_seed_gives_identical_tokens(model, fresh, settings)
+    contract.check_reset_makes_runs_repeatable(model, fresh, settings)
+    contract.check_counts_are_sane(model, fresh, settings, settings.steps)
+    contract.check_finite_logits_and_valid_tokens(model, fresh, settings)
