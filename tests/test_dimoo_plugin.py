@@ -59,8 +59,8 @@ def gens(*seeds: int) -> list[torch.Generator]:
 
 
 def oracle(model: DiMOOModel, cond: torch.Tensor, seeds, cfg: float = 4.0, temperature: float = 1.0):
-    prompts = [model._prompt_ids[i] for i in cond.tolist()]
-    return generate(model.transformer, prompts, model.tokenizer.uncond_ids(), model.rows, model.cols,
+    prompts = model.prompt_token_ids(cond)
+    return generate(model.transformer, prompts, model.prompt_token_ids(torch.tensor([-1]))[0], model.rows, model.cols,
                     model.tokenizer.ids, model.codebook_size, gens(*seeds), steps=STEPS, cfg_scale=cfg,
                     temperature=temperature)  # fmt: skip
 
@@ -71,10 +71,14 @@ def vanilla(model: DiMOOModel, cond: torch.Tensor, generator, **changes):
 
 
 # ------------------------------------------------------------------ the oracle
-@pytest.mark.parametrize("cfg, temperature", [(4.0, 1.0), (0.0, 1.0), (2.0, 0.5)])
-def test_vanilla_gives_the_oracle_codes(model, cfg, temperature):
-    # the longest prompt (index 1) is in the batch, so the oracle pads to the model's own L
-    cond = model.conditions(3, torch.Generator())
+@pytest.mark.parametrize(
+    "cfg, temperature, prompts",
+    [(4.0, 1.0, (0, 1, 2)), (0.0, 1.0, (0, 1, 2)), (2.0, 0.5, (0, 1, 2)), (4.0, 1.0, (0, 3, 6))],
+)
+def test_vanilla_gives_the_oracle_codes(model, cfg, temperature, prompts):
+    # prompts 0, 1, 2: the longest prompt (1) is in the batch, the oracle pads to the model's own L;
+    # 0, 3, 6: the model pads 3 tokens more than the oracle (masked keys, shifted rows)
+    cond = torch.tensor(prompts)
     want = oracle(model, cond, (1, 2, 3), cfg, temperature)
     got = vanilla(model, cond, gens(1, 2, 3), cfg_weight=cfg, temperature=temperature)
     assert torch.equal(got, want)
@@ -120,6 +124,8 @@ def test_layout_of_a_padded_batch(model):
     assert torch.equal(every, torch.arange(L).expand(3, L))
     ids = model._sequence_ids(torch.tensor([[3] * P] * 3), cond)
     assert (ids.gather(1, layout.image_positions) == 3 + model.offset).all()
+    masked = model._sequence_ids(model.initial_tokens(3), cond).gather(1, layout.image_positions)
+    assert (masked == model.tokenizer.ids.mask).all()  # the protocol's mask V -> the tokenizer's mask id
     assert (
         ids[:, first_image - 2 : first_image]
         == torch.tensor([model.tokenizer.ids.boa, model.tokenizer.ids.boi])
