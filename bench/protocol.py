@@ -189,7 +189,10 @@ class BaseModel(Protocol):
     Optional methods, looked up with ``getattr`` (a class-conditional model needs none):
     ``sequence_layout(cond) -> SequenceLayout`` for the stacked rows ``cond`` (B,) (the same
     object for the same ``cond`` tensor is welcome: the loop asks at every step);
-    ``sampler_policy(settings) -> SamplerPolicy``; ``condition_prompts(cond)`` and
+    ``sampler_policy(settings) -> SamplerPolicy``; ``sequence_logits(features) -> (B, Q, V)``,
+    the head's image-code logits at *any* sequence rows (features (B, Q, D)), equal to ``head``
+    at image rows (ML-Cache's native scope ranks every position of the sequence by them);
+    ``condition_prompts(cond)`` and
     ``prompt_record()`` (text-to-image, see ``condition_prompts``).
     """
 
