@@ -110,7 +110,8 @@ def cmd_plot(args: argparse.Namespace, manager: PluginManager) -> int:
     from bench.plots import plot_run  # lazy: matplotlib only when plotting
 
     quality = [m.strip() for m in (args.quality or "").split(",") if m.strip()]
-    written = plot_run(_run_dir(args.run_dir), quality=quality or None)
+    run_dir = _run_dir(args.run_dir)
+    written = plot_run(run_dir, quality=quality) if quality else plot_run(run_dir)
     for path in written or []:
         print(path)
     return 0

@@ -155,15 +155,19 @@ class Runner:
     @property
     def prompts_id(self) -> str | None:
         """The chosen prompts as a compat value: their count and hash (None without --prompts)."""
-        return None if self.prompts is None else f"{len(self.prompts)} prompts, sha256 {prompts_sha256(self.prompts)}"
+        if self.prompts is None:
+            return None
+        return f"{len(self.prompts)} prompts, sha256 {prompts_sha256(self.prompts)}"
 
     @property
     def metric_names(self) -> list[str]:
         return self.metrics.names
 
     def run_name(self, model_name: str) -> str:
+        if self.sweep.name:
+            return self.sweep.name
         sha = None if self.prompts is None else prompts_sha256(self.prompts)
-        return self.sweep.name or derived_run_name(self.sweep, model_name, self.model_config, self.batch_size, sha)
+        return derived_run_name(self.sweep, model_name, self.model_config, self.batch_size, sha)
 
     def compat(self) -> dict[str, Any]:
         """The settings a resumed run must share with the existing one."""

@@ -97,9 +97,9 @@ def prompt_file(tmp_path):
 
 
 def sweep(tmp_path, **kw) -> Sweep:
-    opts = dict(model="tiny-t2i", accelerators=["few-step:steps=3"], images=5, batch_size=2,
-                metrics=["prompt_length"], replicates=1, warmup=0, out=str(tmp_path / "results"), name="run",
-                device="cpu")  # fmt: skip
+    opts = {"model": "tiny-t2i", "accelerators": ["few-step:steps=3"], "images": 5, "batch_size": 2,
+            "metrics": ["prompt_length"], "replicates": 1, "warmup": 0, "out": str(tmp_path / "results"),
+            "name": "run", "device": "cpu"}  # fmt: skip
     return Sweep(**{**opts, **kw})
 
 
@@ -171,7 +171,11 @@ def test_derived_run_names_tell_prompts_apart(t2i_manager, prompt_file, tmp_path
 @pytest.mark.parametrize(
     ("model", "spec", "message"),
     [
-        ("maskgit:config=tiny", "FILE", r"base model 'maskgit-tiny' does not take prompts \(it has no use_prompts"),
+        (
+            "maskgit:config=tiny",
+            "FILE",
+            r"base model 'maskgit-tiny' does not take prompts \(it has no use_prompts",
+        ),
         ("tiny-t2i", "partii", r"--prompts 'partii': unknown prompt set 'partii'. Did you mean: parti\?"),
         ("tiny-t2i", "EMPTY", r"prompt file .*empty.txt holds no prompts"),
         ("tiny-t2i", "parti:category=Animls", r"unknown category 'Animls'. Did you mean: Animals\?"),
@@ -209,7 +213,9 @@ def test_cli_prompts_option_and_one_line_error(default_manager, prompt_file, tmp
             "--prompts", "geneval:limit=2", "--out", str(tmp_path), "--no-progress"]  # fmt: skip
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("migm-bench: error: --prompts 'geneval:limit=2': base model 'maskgit-tiny' does not take")
+    assert err.startswith(
+        "migm-bench: error: --prompts 'geneval:limit=2': base model 'maskgit-tiny' does not take"
+    )
     assert len(err.splitlines()) == 1
 
 
@@ -258,7 +264,9 @@ def test_clip_score_per_configuration_and_its_pareto_figure(
     summary = pd.read_csv(run_dir / "summary.csv")
     assert len(summary) == 3 and (summary.status == "ok").all()
     assert summary.clip_score.between(0, 100).all() and summary.clip_score.notna().all()
-    assert json.loads((run_dir / "run.json").read_text())["prompts"]["sha256"] == prompts_hash(per_image(5, FILE_PROMPTS))
+    assert json.loads((run_dir / "run.json").read_text())["prompts"]["sha256"] == prompts_hash(
+        per_image(5, FILE_PROMPTS)
+    )
 
     # `migm-bench plot RUN --quality clip_score`: the CLIPScore figure only
     capsys.readouterr()
