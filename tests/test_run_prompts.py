@@ -4,7 +4,8 @@ other prompts is refused, CLIPScore is the quality axis of a Pareto figure, and 
 (a model without prompts support, an unknown set, an empty file) are one line at start-up.
 
 The text-to-image model is the tiny MaskGIT with prompts attached (prompt index = class);
-CLIPScore uses a tiny open_clip CLIP written by the test (skipped without open_clip)."""
+CLIPScore uses the tiny open_clip CLIP of tests/test_t2i_metrics.py, written by the test
+(skipped without open_clip)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import pandas as pd
 import pytest
 import torch
+from test_t2i_metrics import tiny_clip  # noqa: F401 (a fixture: a tiny open_clip CLIP on disk)
 
 from bench.cli import main
 from bench.hookspecs import hookimpl
@@ -25,11 +27,6 @@ from metrics.prompts import load_prompts, prompts_hash
 
 DEFAULT_PROMPTS = ["a red square", "a blue circle"]
 FILE_PROMPTS = ["a cat on a mat", "a dog in the rain", "a small boat"]
-TINY_CLIP = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
 
 
 @dataclass(frozen=True)
@@ -234,18 +231,9 @@ def test_sweep_file_and_flag_set_the_prompts(manager, prompt_file, tmp_path):
 
 # ------------------------------------------------------------------ CLIPScore on the quality axis
 @pytest.fixture
-def tiny_clip_env(tmp_path, monkeypatch):
-    """A tiny open_clip CLIP (its own CLIP class) on disk, configured for clip_score."""
-    open_clip = pytest.importorskip("open_clip")
-    from safetensors.torch import save_file
-
-    config = tmp_path / "tiny-clip.json"
-    config.write_text(json.dumps(TINY_CLIP))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        net = open_clip.CLIP(**TINY_CLIP)
-    weights = tmp_path / "tiny-clip.safetensors"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
+def tiny_clip_env(tiny_clip, monkeypatch):  # noqa: F811 (the imported fixture)
+    """The tiny open_clip CLIP of the metric tests, configured for clip_score."""
+    config, weights, _ = tiny_clip
     monkeypatch.setenv("MIGM_CLIP_WEIGHTS", str(weights))
     monkeypatch.setenv("MIGM_CLIP_MODEL", str(config))
     monkeypatch.delenv("MIGM_CLIP_BATCH_SIZE", raising=False)
