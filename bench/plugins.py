@@ -52,6 +52,7 @@ BUILTIN_PLUGINS = (
     "accelerators.hooks.dllm_cache",
     "accelerators.shortcut.hooks",
     "base_models.maskgit.hooks",
+    "base_models.dimoo.hooks",
     "base_models.fashion.hooks",  # the default base model (bench.cli.DEFAULT_MODEL)
     "base_models.fashion.commands",
     "base_models.fashion.metric_hooks",  # FID / classifier metrics on Fashion-MNIST
