@@ -315,6 +315,20 @@ class PluginManager:
     def default_metrics(self) -> list[str]:
         return [name for name, spec in self.metrics().items() if spec.default]
 
+    def resolve_prompts(self, spec: str) -> tuple[list[str], dict[str, Any]]:
+        """(prompts, record) of a prompt spec (``resolve_prompts`` hook, the first plugin that
+        owns it). ValueError (one line) when no plugin resolves it or the one that owns it
+        cannot."""
+        if not self._implementers("resolve_prompts"):
+            raise ValueError(
+                "no prompt sets are registered (the metrics.plugin module provides them: parti, geneval, prompt files)"
+            )
+        found = self.pm.hook.resolve_prompts(spec=spec)
+        if found is None:
+            raise ValueError(f"no prompt-set plugin understands {spec!r}")
+        prompts, record = found
+        return [str(p) for p in prompts], dict(record)
+
     # -------------------------------------------------------------------- commands
     def add_commands(self, subparsers: Any) -> None:
         """Let plugins add CLI sub-commands (``register_commands`` hook)."""

@@ -223,6 +223,12 @@ class DiMOOModel:
         ``logits[..., offset:offset + V]``), scaled as the reference when ``scale_logits``."""
         return self.transformer.logits(features, slice(self.offset, self.offset + self.codebook_size))
 
+    def sequence_logits(self, features: Tensor) -> Tensor:
+        """(B, Q, D) features of *any* sequence rows -> (B, Q, V) image-code logits: the head is
+        the same at every position (the reference's ``logit_cache`` holds them for the whole
+        sequence; ML-Cache's native scope ranks prompt positions by them too)."""
+        return self.head(features)
+
     def sampler_policy(self, settings: SamplingSettings) -> DiMOOPolicy:
         return DiMOOPolicy(settings.temperature)
 
