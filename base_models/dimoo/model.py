@@ -27,7 +27,7 @@ from base_models.dimoo.llada import LLaDAModel
 from base_models.dimoo.sampler import DiMOOPolicy
 from base_models.dimoo.text import DiMOOTokenizer, image_part, image_positions
 from base_models.dimoo.vqvae import code_offset, decode_codes
-from bench.protocol import SamplingSettings, SequenceLayout
+from bench.protocol import SamplingSettings, SequenceLayout, prompt_conditions
 
 # Lumina-DiMOO's text-to-image defaults (``inference/inference_t2i.py`` / ``config.py``): 64 steps,
 # cfg_scale 4 on every step (no ramp), temperature 1. The MaskGIT-only fields are not used by
@@ -136,7 +136,7 @@ class DiMOOModel:
     # ---- conditions
     def conditions(self, n: int, generator: torch.Generator) -> Tensor:
         """Image i gets prompt i mod len(prompts) (deterministic: the prompt set is the sample)."""
-        return torch.arange(n, device=self.device) % len(self.prompts)
+        return prompt_conditions(n, len(self.prompts)).to(self.device)
 
     def null_conditions(self, cond: Tensor) -> Tensor:
         return torch.full_like(cond, -1)
