@@ -138,10 +138,11 @@ def keep_freed_memory() -> bool:
     rather than from ``mmap``. Process-wide and permanent; the heap stays at its peak size.
     True when applied; False where the C library is not glibc (nothing changed).
 
-    Why it matters: on the fashion model a full forward of 50 rows page-faults between 3k and
-    30k pages (2 us each) depending on whether a full step or a cheap shortcut step ran before
-    it (a cheap step frees the heap top, which malloc trims), so without it a schedule that
-    mixes step kinds pays faults a run of full steps does not.
+    Why it matters: on the fashion model (50 rows, one thread) a full forward page-faults
+    between about 2k and 40k pages (some 2 us each, kernel time), depending on what the heap
+    looked like when malloc last trimmed it; full steps that follow cheap shortcut steps faulted
+    2k to 30k pages more than full steps that follow full steps, so without it a schedule that
+    mixes step kinds pays faults a run of full steps does not. Kept, steps fault no pages.
     """
     if platform.libc_ver()[0] != "glibc":
         return False
