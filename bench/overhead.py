@@ -5,7 +5,9 @@ Every configuration's ``bench.sampling.sample`` call is timed whole, and inside 
 network) is timed too; the rest (CFG combination, token sampling, reveal selection,
 scatters, building step contexts) is the loop's own cost, which dilutes every speed-up
 equally. Configurations run in interleaved rounds (``bench.interleave``), so their
-speed-ups against vanilla are paired per round like the runner's.
+speed-ups against vanilla are paired per round like the runner's. The minor page faults of
+each timed batch are counted too: memory the allocator gave back to the kernel and touched
+again, a cost that depends on what ran before (``bench.timing.keep_freed_memory``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from bench.interleave import run_rounds
 from bench.plugins import PluginManager
 from bench.protocol import AcceleratorWrapper, BaseModel, StepContext, StepOutput
 from bench.sampling import sample
-from bench.timing import median, synchronize
+from bench.timing import median, minor_faults, synchronize
 
 REFERENCE = "vanilla"
 
@@ -51,7 +53,8 @@ class StepTimer(AcceleratorWrapper):
 
 @dataclass
 class _Timed:
-    """One configuration in the rounds: per round, generation and in-step seconds per image."""
+    """One configuration in the rounds: per round, generation and in-step seconds per image and
+    the batch's minor page faults."""
 
     key: str
     timer: StepTimer
@@ -60,17 +63,21 @@ class _Timed:
     images: int
     total: list[float] = dataclasses.field(default_factory=list)
     in_steps: list[float] = dataclasses.field(default_factory=list)
+    faults: list[int] = dataclasses.field(default_factory=list)
 
     def warmup(self) -> None:
         self.warm()
 
-    def generate(self, batch: int) -> int:
+    def generate(self, batch: int) -> tuple[int, int]:
+        before = minor_faults()
         self.run(batch)
-        return self.timer.step_ns
+        return self.timer.step_ns, minor_faults() - before
 
-    def record(self, round_: int, batch: int, seconds: float, result: int) -> None:
+    def record(self, round_: int, batch: int, seconds: float, result: tuple[int, int]) -> None:
+        step_ns, faults = result
         self.total.append(seconds / self.images)
-        self.in_steps.append(result / 1e9 / self.images)
+        self.in_steps.append(step_ns / 1e9 / self.images)
+        self.faults.append(faults)
 
 
 def measure_loop_overhead(
@@ -83,8 +90,8 @@ def measure_loop_overhead(
     seed: int = 0,
 ) -> pd.DataFrame:
     """One row per configuration (vanilla first): spec, steps, generation / in-step / loop
-    seconds per image (medians over rounds), loop share of its own generation, and the
-    paired speed-up against vanilla with its 95 % interval."""
+    seconds per image (medians over rounds), loop share of its own generation, the paired
+    speed-up against vanilla with its 95 % interval, and minor page faults per batch (median)."""
     settings = model.default_sampling
     cond = model.conditions(batch_size, torch.Generator().manual_seed(seed)).to(device)  # (b,)
     contestants: list[_Timed] = []
@@ -115,19 +122,19 @@ def measure_loop_overhead(
             "speedup_ci_low": speedup.low,
             "speedup_ci_high": speedup.high,
             "generation_cv": stats.cv(c.total),
+            "faults_per_batch": median(c.faults),
         })  # fmt: skip
     return pd.DataFrame(rows)
 
 
 def overhead_report(table: pd.DataFrame, limit: float = 0.05) -> list[str]:
     """Printable lines: one per configuration, then the loop's cost against the target."""
-    lines = [
-        f"{'configuration':44} {'N':>3} {'ms/img':>8} {'loop ms/img':>11} {'loop %':>7}  speed-up [95 % CI]"
-    ]
+    header = f"{'configuration':44} {'N':>3} {'ms/img':>8} {'loop ms/img':>11} {'loop %':>7} {'faults':>7}"
+    lines = [f"{header}  speed-up [95 % CI]"]
     for _, r in table.iterrows():
         lines.append(
             f"{r['spec']:44} {r['steps']:>3} {1e3 * r['generation_s_per_image']:8.2f} "
-            f"{1e3 * r['loop_s_per_image']:11.2f} {100 * r['loop_share']:6.1f}%  "
+            f"{1e3 * r['loop_s_per_image']:11.2f} {100 * r['loop_share']:6.1f}% {r['faults_per_batch']:7.0f}  "
             f"{r['speedup']:.2f}x [{r['speedup_ci_low']:.2f}, {r['speedup_ci_high']:.2f}]"
         )
     fastest = table.loc[table["generation_s_per_image"].idxmin()]

@@ -11,10 +11,18 @@ statistics (tensor memory only). On CPU, the *process peak resident set size* (`
 ``/proc/self/status``), reset beforehand through ``/proc/self/clear_refs`` where the kernel
 allows it; where it does not, the value is the peak since process start (an upper bound),
 and where ``/proc`` is missing, ``resource.getrusage(...).ru_maxrss``.
+
+Freed memory kept (``keep_freed_memory``): glibc's malloc gives freed memory back to the
+kernel (heap trimming, and ``munmap`` of blocks above its mmap threshold) and the next
+allocation of it page-faults it in again, zero-filled. How much a step re-faults depends
+on what ran before it, so it is not a cost of the step itself; timing commands ask malloc
+to keep what it has instead (PyTorch's CPU tuning guide swaps in jemalloc/TCMalloc for the
+same reason, ``recipes_source/recipes/tuning_guide.py``, "Switch Memory allocator").
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import statistics
@@ -78,6 +86,30 @@ def time_replicates(
     return out
 
 
+def interleaved_replicates(
+    calls: dict[str, Callable[[], Any]], device: torch.device | str, replicates: int = 5, warmup: int = 1
+) -> dict[str, list[int]]:
+    """``time_replicates`` for several calls side by side: each is warmed up, then every
+    replicate times each call once in turn (the order reversed every other replicate, so no
+    call always follows the same one). Returns every replicate's nanoseconds per call name;
+    replicate j of two calls ran back to back, so their ratio is a paired one (like the
+    per-round speed-ups of ``bench.interleave``), untouched by load that drifts between
+    replicates."""
+    if replicates < 1:
+        raise ValueError(f"replicates must be >= 1, got {replicates}")
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    out: dict[str, list[int]] = {name: [] for name in calls}
+    names = list(calls)
+    for j in range(replicates):
+        for name in names if j % 2 == 0 else names[::-1]:
+            with timed(device) as watch:
+                calls[name]()
+            out[name].append(watch.ns)
+    return out
+
+
 def median(values: Sequence[float]) -> float:
     """Median; NaN for no values."""
     return float(statistics.median(values)) if len(values) else float("nan")
@@ -95,6 +127,42 @@ def iqr(values: Sequence[float]) -> float:
 
 
 # ------------------------------------------------------------------------- memory
+M_TRIM_THRESHOLD = -1  # glibc mallopt parameters (malloc.h)
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_MAX = 32 * 2**20  # the largest threshold glibc accepts on 64-bit (HEAP_MAX_SIZE / 2)
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the kernel
+    (see the module docstring): no heap trimming, and blocks up to 32 MiB come from the heap
+    rather than from ``mmap``. Process-wide and permanent; the heap stays at its peak size.
+    True when applied; False where the C library is not glibc (nothing changed).
+
+    Why it matters: on the fashion model (50 rows, one thread) a full forward page-faults
+    between about 2k and 40k pages (some 2 us each, kernel time), depending on what the heap
+    looked like when malloc last trimmed it; full steps that follow cheap shortcut steps faulted
+    2k to 30k pages more than full steps that follow full steps, so without it a schedule that
+    mixes step kinds pays faults a run of full steps does not. Kept, steps fault no pages.
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)) and bool(
+            libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)
+        )
+    except (OSError, AttributeError):
+        return False
+
+
+def minor_faults() -> int:
+    """Minor page faults of this process so far (``ru_minflt``): memory touched for the first
+    time since the kernel (re)mapped it."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _read_vm_hwm_kb() -> int | None:
     try:
         with open("/proc/self/status") as f:

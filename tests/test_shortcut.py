@@ -455,6 +455,28 @@ def test_speedup_limit_and_cost_measurement():
     assert 0 < res["c_flops"] < 1 and res["c_latency"] > 0
 
 
+def test_cost_latency_is_the_median_of_paired_interleaved_ratios(monkeypatch):
+    """c in latency pairs replicate j of the shortcut with replicate j of the base forward (timed
+    back to back, as the loop's speed-ups pair rounds), not the ratio of two medians."""
+    from accelerators.shortcut import cost
+    from base_models.maskgit.testing import tiny_maskgit
+
+    seen = {}
+
+    def fake_replicates(calls, device, replicates, warmup):
+        seen["calls"] = sorted(calls)
+        for fn in calls.values():
+            fn()  # the real calls still run (shapes checked)
+        return {"base": [10, 10, 100], "shortcut": [1, 2, 3]}  # paired ratios 0.1, 0.2, 0.03
+
+    monkeypatch.setattr(cost, "interleaved_replicates", fake_replicates)
+    model = tiny_maskgit(0, grid=4, depth=2)
+    res = cost.measure_cost(model, ShortcutNet.for_model(model).eval(), rows=2, replicates=3)
+    assert seen["calls"] == ["base", "shortcut"]
+    assert res["c_latency"] == pytest.approx(0.1)  # the median of the ratios (ratio of medians: 0.2)
+    assert res["base_latency_s"] == pytest.approx(10 / 1e9 / 2)  # median per call, per row
+
+
 def test_shortcut_tag_always_names_the_budget():
     from accelerators.shortcut.accelerator import ShortcutConfig
     from bench.config import config_tag

@@ -119,5 +119,6 @@ def test_loop_overhead_splits_generation_time(manager):
     assert (table["in_steps_s_per_image"] < table["generation_s_per_image"]).all()
     assert ((table["loop_share"] > 0) & (table["loop_share"] < 1)).all()
     assert table.loc[0, "speedup"] == 1.0  # vanilla against itself, round by round
+    assert (table["faults_per_batch"] >= 0).all()  # minor page faults of each timed batch (median)
     lines = overhead_report(table)
     assert lines[-1].startswith("loop overhead: the fastest configuration (") and "target <= 5 %" in lines[-1]

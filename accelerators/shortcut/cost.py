@@ -1,11 +1,16 @@
 """``migm-bench shortcut cost``: the shortcut's per-call cost c as a fraction of one base forward.
 
 Measured side by side in one process, on the same batch rows: FLOPs (torch's counter with
-attention included, ``bench.flops``) and wall-clock latency (warm-up, then R replicates,
-median) of (a) one full base forward + head, (b) one shortcut call + head, for the
-shipped weights of each variant. Then, for the B-of-N schedules asked for, the cost-model
-speed-up limit S* = N / (B + (N - B) * c) against vanilla at N (Zhu et al., arXiv
-2602.23996, Sec. 3 on the cost model; the paper reports c ~ 1/24 for MaskGIT).
+attention included, ``bench.flops``) and wall-clock latency of (a) one full base forward +
+head (what a vanilla step of the loop runs), (b) one shortcut call + head (a shortcut step),
+for the shipped weights of each variant. The calls are timed interleaved (a then b, then b
+then a, ... ``bench.timing.interleaved_replicates``) and c in latency is the median of the
+paired ratios b_j / a_j, the way the loop's speed-ups are paired per round, so load that
+drifts between replicates cancels instead of landing on one side; the process keeps freed
+memory (``bench.timing.keep_freed_memory``), as the overhead benchmark does. Then, for the
+B-of-N schedules asked for, the cost-model speed-up limit S* = N / (B + (N - B) * c) against
+vanilla at N (Zhu et al., arXiv 2602.23996, Sec. 3 on the cost model; the paper reports
+c ~ 1/24 for MaskGIT).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from accelerators.shortcut.weights import default_weights_path, load_shortcut
 from bench.compare import add_threads_argument
 from bench.flops import count_flops
 from bench.forward import full_forward, logits_of
-from bench.timing import median, time_replicates, timing_threads
+from bench.timing import interleaved_replicates, keep_freed_memory, median, timing_threads
 
 
 def speedup_limit(steps: int, budget: int, c: float) -> float:
@@ -30,7 +35,8 @@ def speedup_limit(steps: int, budget: int, c: float) -> float:
 
 @torch.no_grad()
 def measure_cost(model, net, rows: int, replicates: int = 7) -> dict[str, float]:
-    """FLOPs and median latency per call of a base forward and a shortcut call (+ head each)."""
+    """FLOPs and median latency per call (per row) of a base forward and a shortcut call (+ head
+    each), timed interleaved; c_latency is the median of the paired per-replicate ratios."""
     g = torch.Generator().manual_seed(0)
     L, P, D = model.seq_len, model.num_image_tokens, model.dim
     k = max(1, round(P / model.default_sampling.steps))  # tokens revealed per step, on average
@@ -39,29 +45,32 @@ def measure_cost(model, net, rows: int, replicates: int = 7) -> dict[str, float]
     feats = torch.randn(rows, L, D, generator=g)
     ids = torch.randint(0, model.codebook_size, (rows, k), generator=g)
     pos = torch.stack([torch.randperm(P, generator=g)[:k] for _ in range(rows)])
-    t = torch.full((rows,), 0.5)
+    mask = torch.arange(P).expand(rows, P) >= P // 2  # (rows, P) True = still masked: half the tokens
 
     def base() -> torch.Tensor:
         return logits_of(model, full_forward(model, tokens, cond)[0])
 
-    def shortcut() -> torch.Tensor:
-        return logits_of(model, net(feats, ids, pos, t))
+    def shortcut() -> torch.Tensor:  # what a shortcut step runs, its mask ratio included
+        return logits_of(model, net(feats, ids, pos, mask.float().mean(dim=1)))
 
     out = {"rows": rows, "new_tokens": k}
-    for name, fn in (("base", base), ("shortcut", shortcut)):
+    calls = {"base": base, "shortcut": shortcut}
+    times = interleaved_replicates(calls, "cpu", replicates, warmup=2)  # ns per call, paired by replicate
+    for name, fn in calls.items():
         out[f"{name}_flops"] = count_flops(fn) / rows
-        out[f"{name}_latency_s"] = median(time_replicates(fn, "cpu", replicates, warmup=2)) / 1e9 / rows
+        out[f"{name}_latency_s"] = median(times[name]) / 1e9 / rows
     out["head_flops"] = count_flops(lambda: logits_of(model, feats)) / rows
     # the network alone against the blocks alone (no head): the paper's "1/20 of the base" size
     out["net_only_ratio_flops"] = (out["shortcut_flops"] - out["head_flops"]) / (
         out["base_flops"] - out["head_flops"]
     )
     out["c_flops"] = out["shortcut_flops"] / out["base_flops"]
-    out["c_latency"] = out["shortcut_latency_s"] / out["base_latency_s"]
+    out["c_latency"] = median([s / b for s, b in zip(times["shortcut"], times["base"])])
     return out
 
 
 def run(args: argparse.Namespace) -> int:
+    keep_freed_memory()  # as the overhead benchmark, whose S* this c gives
     with timing_threads(args.threads):  # as the runs it predicts
         return _run(args)
 

@@ -7,6 +7,12 @@ steps and its paired speed-up against vanilla; then the shortcut's per-call cost
 limit S* = N / (B + (N - B) c), and the measured speed-up is reported as a share of it.
 Targets (issue 8, item 6): loop time <= 5 % of the fastest configuration's generation time,
 shortcut speed-up >= 95 % of S*.
+
+The process keeps freed memory (``bench.timing.keep_freed_memory``): with glibc's default
+trimming, a full step of a shortcut run page-faulted back heap memory that malloc had returned
+to the kernel while the cheap steps ran, 2k to 30k pages (about 2 us each) more than a full
+step of a vanilla run, so the shortcut fell short of S* in proportion to its number of full
+steps (the same share for every B). The table's ``faults`` column shows it stays at 0.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from accelerators.shortcut.cost import measure_cost, speedup_limit
 from accelerators.shortcut.weights import default_weights_path, load_shortcut
 from bench.compare import add_threads_argument
 from bench.overhead import measure_loop_overhead, overhead_report
-from bench.timing import timing_threads
+from bench.timing import keep_freed_memory, timing_threads
 
 SHORTCUTS = ["shortcut:steps=16,budget=4", "shortcut:steps=16,budget=6", "shortcut:steps=16,budget=8"]
 OTHERS = ["few-step:steps=4"]  # the fastest configuration of the default sweep
@@ -30,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from bench.plugins import get_manager
     from bench.runner import resolve_device
 
+    kept = keep_freed_memory()  # before anything is allocated: no configuration re-faults freed memory
     manager = get_manager()
     device = resolve_device(args.device)
     model = manager.make_base_model(args.model, device)
@@ -40,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         net, _ = load_shortcut(default_weights_path(model.name, False), model)
         net.eval()
         cost = measure_cost(model, net, rows=2 * args.batch_size, replicates=args.cost_replicates)
+    print(f"freed memory kept for reuse (glibc malloc, no trimming): {'yes' if kept else 'no (not glibc)'}")
     for line in overhead_report(table):
         print(line)
     c = cost["c_latency"]
