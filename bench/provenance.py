@@ -22,7 +22,7 @@ from bench.config import config_tag
 from bench.plugins import PluginManager
 from bench.protocol import BaseModel, SamplingSettings, condition_prompts
 from bench.sweep import Configuration
-from bench.timing import cpu_name, device_name, invocation_environment
+from bench.timing import cpu_name, device_name, freed_memory_kept, invocation_environment
 
 # Distributions whose versions run.json records (those not installed are left out).
 RECORDED_VERSIONS = (
@@ -93,6 +93,7 @@ def environment_info(device: torch.device) -> dict[str, Any]:
         "device": str(device),
         "device_name": device_name(device),
         "torch_threads": torch.get_num_threads(),
+        "malloc_keeps_freed_memory": freed_memory_kept(),
         "peak_memory": "cuda max_memory_allocated" if device.type == "cuda" else "process peak RSS (VmHWM)",
     }
 

@@ -144,15 +144,26 @@ def keep_freed_memory() -> bool:
     2k to 30k pages more than full steps that follow full steps, so without it a schedule that
     mixes step kinds pays faults a run of full steps does not. Kept, steps fault no pages.
     """
+    global _FREED_MEMORY_KEPT
     if platform.libc_ver()[0] != "glibc":
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)) and bool(
+        kept = bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)) and bool(
             libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)
         )
     except (OSError, AttributeError):
         return False
+    _FREED_MEMORY_KEPT = _FREED_MEMORY_KEPT or kept
+    return kept
+
+
+_FREED_MEMORY_KEPT = False  # set once ``keep_freed_memory`` succeeded in this process
+
+
+def freed_memory_kept() -> bool:
+    """Whether this process keeps freed memory (recorded with every run's environment)."""
+    return _FREED_MEMORY_KEPT
 
 
 def minor_faults() -> int:

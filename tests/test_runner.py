@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -101,6 +102,8 @@ def test_sweep_writes_results_pairs_seeds_and_survives_a_failure(manager, tmp_pa
     assert info["resolved"]["reference_steps"] == 6 and info["base_model"]["name"] == "maskgit"
     assert "torch" in info["environment"]["versions"] and info["environment"]["cpu"]
     assert "git_hash" in info["environment"] and info["invocations"][0]["command"] == "test"
+    # the runner keeps freed memory (glibc), so no configuration re-faults what another freed
+    assert info["environment"]["malloc_keeps_freed_memory"] is (platform.libc_ver()[0] == "glibc")
     assert info["finished"]
 
 
