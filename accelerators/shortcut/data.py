@@ -42,6 +42,7 @@ from safetensors import safe_open
 from torch import Tensor
 
 from bench.config import UnknownNameError
+from bench.protocol import BaseModel, condition_prompts
 from bench.results import atomic_write_text
 
 MANIFEST = "manifest.json"
@@ -101,16 +102,33 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def collection_conditions(model: BaseModel, images: int, seed: int) -> torch.Tensor | None:
+    """The conditions of all ``images`` of a text-to-image collection (image j: the model's condition
+    j), None for a class-conditional model (each shard then draws its own)."""
+    if getattr(model, "condition_prompts", None) is None:
+        return None
+    return model.conditions(images, torch.Generator().manual_seed(seed)).cpu().long()
+
+
+def prompts_sha256(model: BaseModel, cond: torch.Tensor | None) -> str | None:
+    """sha256 of the prompts of ``cond`` in order (None without prompts): binds a collection to the
+    prompt file it was generated from."""
+    prompts = None if cond is None else condition_prompts(model, cond)
+    return None if prompts is None else hashlib.sha256(json.dumps(prompts).encode()).hexdigest()
+
+
 # ------------------------------------------------------------------------ trajectories
 @dataclass
 class Trajectories:
     """Trajectories of n images held in memory.
 
-    features: (n, S, N, L, D) float16 (S = 1 or 2 CFG streams); reveal_step, tokens: (n, P)."""
+    features: (n, S, N, L, D) float16 (S = 1 or 2 CFG streams); reveal_step, tokens: (n, P);
+    cond: (n,) the condition of every image (None when not loaded)."""
 
     features: Tensor
     reveal_step: Tensor
     tokens: Tensor
+    cond: Tensor | None = None
 
     @property
     def num_images(self) -> int:
@@ -146,7 +164,7 @@ def load_images(root: str | Path, manifest: dict[str, Any], wanted: list[int]) -
         if local:
             by_shard[file] = local
         start += count
-    parts: dict[str, list[Tensor]] = {"features": [], "reveal_step": [], "tokens": []}
+    parts: dict[str, list[Tensor]] = {"features": [], "reveal_step": [], "tokens": [], "cond": []}
     for file, local in by_shard.items():
         idx = torch.tensor(local)
         with safe_open(str(root / file), framework="pt") as f:
@@ -154,9 +172,10 @@ def load_images(root: str | Path, manifest: dict[str, Any], wanted: list[int]) -
             parts["features"].append(torch.stack(feats, dim=1))  # (k, S, N, L, D)
             parts["reveal_step"].append(f.get_tensor("reveal_step")[idx])
             parts["tokens"].append(f.get_tensor("tokens")[idx])
+            parts["cond"].append(f.get_tensor("cond")[idx])
     if not parts["features"]:
         raise ValueError(f"{root}: none of the requested images are in the finished shards")
-    return Trajectories(*(torch.cat(parts[k]) for k in ("features", "reveal_step", "tokens")))
+    return Trajectories(*(torch.cat(parts[k]) for k in ("features", "reveal_step", "tokens", "cond")))
 
 
 def split_images(total: int, val_fraction: float) -> tuple[list[int], list[int]]:
