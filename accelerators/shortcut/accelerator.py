@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from accelerators.shortcut.dimoo_inputs import net_inputs
+from accelerators.shortcut.dimoo_inputs import predict_step
 from accelerators.shortcut.dimoo_model import DiMOOShortcutNet
 from accelerators.shortcut.networks import load_network, trained_without_cross_attention
 from accelerators.shortcut.schedule import full_steps
@@ -162,9 +162,6 @@ class Shortcut(AcceleratorBase):
         """DiMOO-Shortcut's prediction of this step's features (B, L, D) from the previous step's, for
         every row of the padded streams (``generate_image_shortcut``; inputs: ``net_inputs``)."""
         revealed = torch.zeros_like(ctx.mask).scatter(1, ctx.revealed_positions, True)  # (B, P)
-        x = net_inputs(model, self.layout(model, ctx), ctx.tokens, ctx.cond, revealed)
         mask_ratio = ctx.mask.float().mean(dim=1)  # (B,) unknown / initial after the previous reveal
-        prev, dtype = ctx.prev_features, net.ln_f.weight.dtype
-        out = net(prev.to(dtype), x.positions, mask_ratio, x.keys.to(dtype), x.key_positions, x.key_valid,
-                  x.valid)  # fmt: skip
-        return out.to(prev.dtype)
+        return predict_step(net, model, self.layout(model, ctx), ctx.prev_features, ctx.tokens, ctx.cond,
+                            revealed, mask_ratio)  # fmt: skip

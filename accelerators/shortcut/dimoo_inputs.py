@@ -82,6 +82,19 @@ def net_inputs(
     return NetInputs(positions, layout.key_mask, keys, key_positions, key_valid)
 
 
+def predict_step(
+    net, model: BaseModel, layout: SequenceLayout, prev: Tensor, tokens: Tensor, cond: Tensor, revealed: Tensor,
+    mask_ratio: Tensor,
+) -> Tensor:  # fmt: skip
+    """A sampling step's features (B, L, D) predicted from the previous step's ``prev`` (B, L, D),
+    the rows' tokens after its reveal, ``revealed`` (B, P) bool and ``mask_ratio`` (B,); the network
+    runs in its own dtype (``generate_image_shortcut``)."""
+    x = net_inputs(model, layout, tokens, cond, revealed)
+    dtype = net.ln_f.weight.dtype
+    out = net(prev.to(dtype), x.positions, mask_ratio, x.keys.to(dtype), x.key_positions, x.key_valid, x.valid)
+    return out.to(prev.dtype)
+
+
 # ------------------------------------------------------------------------ training pairs
 @dataclass
 class DiMOOPairBatch:
