@@ -27,9 +27,19 @@ Differences, all forced by our protocol or the batched setting:
   value). The count follows ``torch.quantile``'s own float32 arithmetic, not a closed form
   in real numbers (P = 256, cache_ratio 0.8: 52, where ``floor(0.2 * 255) + 1`` in float64
   gives 51);
-* the reference ranks condition (prompt) positions with the image ones by their
-  image-codebook max logit, which our heads do not produce; ``recompute_condition`` treats
-  them as always selected (default, cost (L - P) / L per cached step) or never.
+* scope "sequence", the reference's own setting (the default on base models that give
+  image-code logits at every sequence position, ``sequence_logits``: Lumina-DiMOO): the
+  confidence and the quantile cover the whole sequence of each branch, prompt and special
+  tokens included, and a logit cache over the whole sequence keeps them (the reference's
+  ``logit_cache``). Each conditional and unconditional row is its own branch with its own
+  caches, as the reference's ``cat`` caches. Padding (batches of prompts of different
+  lengths) is neither counted nor selected: a row's count is that of its real length; a row
+  selecting fewer than the longest fills the rectangle by repeating its first pick
+  (recomputing a position twice in one pass writes the same values twice: exact);
+* scope "image" (the default elsewhere: MaskGIT's head gives logits of image positions only):
+  the quantile covers the P image positions; the condition positions, which have no
+  image-codebook logits there, are always recomputed (``recompute_condition``, default, cost
+  (L - P) / L per cached step) or never.
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ from torch import Tensor
 
 from accelerators._cache_common import PartialStepCache
 from bench.accelerator_base import require_fraction, require_int
+from bench.forward import image_rows, partial_forward, scatter_positions
 from bench.protocol import BaseModel, StepContext, StepOutput
 
 
@@ -54,8 +65,12 @@ class MLCacheConfig:
         steps (faster) during the early steps, where the image changes most.
     refresh_interval: after the warm-up, every refresh_interval-th step is full (5). Higher:
         fewer full steps (faster), staler caches. 1 disables caching (= vanilla).
-    recompute_condition: recompute the condition positions on every cached step (True),
-        or keep their cached K/V (False, slightly cheaper for long prompts).
+    recompute_condition: scope "image" only: recompute the condition positions on every
+        cached step (True), or keep their cached K/V (False, slightly cheaper for long prompts).
+    scope: which positions the quantile ranks: "sequence" (the whole branch sequence, prompt
+        included: the reference's setting; needs the base model's ``sequence_logits``),
+        "image" (the image positions, the condition per ``recompute_condition``) or "auto"
+        (sequence where the base model offers it, else image). Same cost per cached step.
     steps: N; 0 means the base model's default N.
     """
 
@@ -63,7 +78,11 @@ class MLCacheConfig:
     warmup_ratio: float = 0.3
     refresh_interval: int = 5
     recompute_condition: bool = True
+    scope: str = "auto"
     steps: int = 0
+
+
+SCOPES = ("auto", "image", "sequence")
 
 
 def is_refresh_step(step: int, num_steps: int, warmup_ratio: float, refresh_interval: int) -> bool:
@@ -96,6 +115,21 @@ def recompute_count(num_positions: int, cache_ratio: float) -> int:
     return min(num_positions, below + 1 + int(weight_is_one))
 
 
+def least_confident_in_sequence(confidence: Tensor, real: Tensor | None, cache_ratio: float) -> Tensor:
+    """Scope "sequence": (B, L) confidences (max image-code logit at every position) -> (B, Q)
+    sequence positions to recompute, per row the ``recompute_count`` of its real positions
+    (``real`` (B, L) bool, None = all) with the lowest confidence; padding is never picked. Rows
+    with fewer picks than the longest repeat their first pick (Q = the largest count)."""
+    if real is None:
+        real = torch.ones_like(confidence, dtype=torch.bool)
+    counts = torch.tensor([recompute_count(int(n), cache_ratio) for n in real.sum(dim=1).tolist()],
+                          device=confidence.device)  # fmt: skip
+    ranked = torch.topk(confidence.masked_fill(~real, torch.inf), int(counts.max()), dim=-1, largest=False)
+    order = ranked.indices  # (B, Q), lowest confidence first
+    kept = torch.arange(order.shape[1], device=order.device)[None] < counts[:, None]  # (B, Q)
+    return torch.where(kept, order, order[:, :1])
+
+
 def least_confident_positions(logits: Tensor, count: int) -> Tensor:
     """(B, P, V) cached logits -> (B, count) image positions with the lowest max logit."""
     confidence = logits.amax(dim=-1)  # (B, P): max logit over the image codebook
@@ -112,14 +146,57 @@ class MLCache(PartialStepCache):
         require_fraction(self.name, "cache_ratio", config.cache_ratio, upper_open=True)
         require_fraction(self.name, "warmup_ratio", config.warmup_ratio)
         require_int(self.name, "refresh_interval", config.refresh_interval, 1)
+        if config.scope not in SCOPES:
+            raise ValueError(f"{self.name}: scope must be one of {', '.join(SCOPES)}, got {config.scope!r}")
         super().__init__(config)
+
+    def reset_state(self) -> None:
+        super().reset_state()
+        self._seq_logits: Tensor | None = None  # scope "sequence": (B, L, V) logit cache of every position
+
+    def scope(self, model: BaseModel) -> str:
+        """The scope this model gets ("auto" resolved)."""
+        has_sequence_logits = getattr(model, "sequence_logits", None) is not None
+        if self.config.scope == "auto":
+            return "sequence" if has_sequence_logits else "image"
+        if self.config.scope == "sequence" and not has_sequence_logits:
+            raise ValueError(
+                f"{self.name}: scope=sequence needs image-code logits at every sequence position, which "
+                f"base model {model.name!r} does not give (no sequence_logits); use scope=image"
+            )
+        return self.config.scope
 
     @torch.no_grad()
     def step(self, model: BaseModel, ctx: StepContext) -> StepOutput:
         cfg = self.config
         refresh = is_refresh_step(ctx.step, ctx.num_steps, cfg.warmup_ratio, cfg.refresh_interval)
+        sequence = self.scope(model) == "sequence"
         if refresh or self._logits is None:
-            return self.cached_full_step(model, ctx)
+            out = self.cached_full_step(model, ctx)
+            if sequence:
+                self._seq_logits = model.sequence_logits(out.features)  # (B, L, V)
+            return out
+        if sequence:
+            return self._sequence_step(model, ctx)
         count = recompute_count(model.num_image_tokens, cfg.cache_ratio)
         image_pos = least_confident_positions(self._logits, count)  # (B, count)
         return self.partial_step(model, ctx, image_pos, cfg.recompute_condition)
+
+    def _sequence_step(self, model: BaseModel, ctx: StepContext) -> StepOutput:
+        """Scope "sequence": recompute the least confident positions of the whole sequence; their
+        logits overwrite the sequence logit cache, whose image rows are the step's logits."""
+        assert self._kv is not None and self._seq_logits is not None and self._features is not None
+        layout = self.layout(model, ctx)
+        confidence = self._seq_logits.amax(dim=-1)  # (B, L): max image-code logit per position
+        query_pos = least_confident_in_sequence(
+            confidence, layout.key_mask, self.config.cache_ratio
+        )  # (B, Q)
+        fresh = partial_forward(model, ctx.tokens, ctx.cond, query_pos, self._kv, layout)  # (B, Q, D)
+        fresh_logits = model.sequence_logits(fresh).to(self._seq_logits.dtype)  # (B, Q, V)
+        # out of place: the tensors handed to the loop are never modified afterwards
+        self._seq_logits = scatter_positions(self._seq_logits, query_pos, fresh_logits)
+        self._features = scatter_positions(self._features, query_pos, fresh)
+        self._logits = image_rows(layout, self._seq_logits)  # (B, P, V)
+        self.counts.partial_forwards += 1
+        self.counts.partial_positions += query_pos.shape[1] / layout.seq_len
+        return StepOutput(logits=self._logits, features=self._features)

@@ -109,7 +109,9 @@ def _run_dir(path: str) -> Path:
 def cmd_plot(args: argparse.Namespace, manager: PluginManager) -> int:
     from bench.plots import plot_run  # lazy: matplotlib only when plotting
 
-    written = plot_run(_run_dir(args.run_dir))
+    quality = [m.strip() for m in (args.quality or "").split(",") if m.strip()]
+    run_dir = _run_dir(args.run_dir)
+    written = plot_run(run_dir, quality=quality) if quality else plot_run(run_dir)
     for path in written or []:
         print(path)
     return 0
@@ -165,6 +167,12 @@ def build_parser(manager: PluginManager) -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="Pareto figures of a run directory")
     p.add_argument("run_dir")
+    p.add_argument(
+        "--quality",
+        metavar="METRICS",
+        help="comma-separated metrics on the quality axis, one figure each, e.g. clip_score,image_reward "
+        "(default: every quality metric of the run)",
+    )
     p.set_defaults(func=bind(cmd_plot))
 
     p = sub.add_parser("report", help="Markdown report of a run directory")

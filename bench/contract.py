@@ -22,7 +22,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bench.forward import full_forward, gather_positions, logits_of, partial_forward
+from bench.forward import (
+    block_attend,
+    block_qkv,
+    condition_index,
+    full_forward,
+    gather_positions,
+    image_index,
+    layout_of,
+    logits_of,
+    partial_forward,
+    to_sequence,
+)
 from bench.protocol import (
     Accelerator,
     AcceleratorWrapper,
@@ -224,21 +235,30 @@ def check_conditions_and_start(model: BaseModel) -> None:
 
 @torch.no_grad()
 def check_blocks(model: BaseModel) -> None:
-    """Every block's primitives: q, k, v (B, H, Q, Dh); ``value`` equals qkv's v; ``attend``
-    and ``mlp`` give (B, Q, D)."""
+    """Every block's primitives on the first Q image tokens of a batch (their positions in the
+    batch's layout): q (B, H, Q, Dh), k and v (B, Hkv, Q, Dh) with Hkv dividing H (GQA);
+    ``value`` equals qkv's v; ``attend`` over those keys and ``mlp`` give (B, Q, D)."""
     tokens, cond = _half_masked_batch(model, 2, seed=0)
-    Q = min(5, model.seq_len)
-    h = model.embed(tokens, cond)[:, :Q]  # (2, Q, D): real hidden states, in the model's dtype
+    layout = layout_of(model, cond)
+    Q = min(5, model.num_image_tokens)
+    positions = image_index(layout, 2, tokens.device)[:, :Q]  # (2, Q) sequence positions, real tokens
+    h = gather_positions(model.embed(tokens, cond), positions)  # (2, Q, D), in the model's dtype
+    keys = layout if layout.key_mask is None else dataclasses.replace(
+        layout, key_mask=torch.gather(layout.key_mask, 1, positions))  # fmt: skip
     for i, block in enumerate(model.blocks):
-        q, k, v = block.qkv(h)
+        q, k, v = block_qkv(block, h, layout, positions)
         H = block.num_heads
         want = (2, H, Q, model.dim // H)
-        for name, t in (("q", q), ("k", k), ("v", v)):
+        require(tuple(q.shape) == want, f"block {i}: qkv's q has shape {tuple(q.shape)}, want {want}")
+        for name, t in (("k", k), ("v", v)):
+            kv_heads = t.shape[1]
             require(
-                tuple(t.shape) == want, f"block {i}: qkv's {name} has shape {tuple(t.shape)}, want {want}"
+                t.dim() == 4 and H % kv_heads == 0 and tuple(t.shape) == (2, kv_heads, Q, model.dim // H),
+                f"block {i}: qkv's {name} has shape {tuple(t.shape)}, want {want} or fewer heads dividing {H}",
             )
         require_close(block.value(h), v, f"block {i}: value(h) differs from qkv(h)'s v")
-        for name, out in (("attend", block.attend(q, k, v)), ("mlp", block.mlp(h))):
+        outputs = (("attend", block_attend(block, q, k, v, keys)), ("mlp", block.mlp(h)))
+        for name, out in outputs:
             require(tuple(out.shape) == (2, Q, model.dim), f"block {i}: {name} has shape {tuple(out.shape)}")
 
 
@@ -250,7 +270,7 @@ def check_full_forward(model: BaseModel) -> None:
     feats, caches = full_forward(model, tokens, cond)
     require(tuple(feats.shape) == (3, model.seq_len, model.dim), f"features of shape {tuple(feats.shape)}")
     require(len(caches) == len(model.blocks), "one K/V cache per block")
-    logits = logits_of(model, feats)
+    logits = logits_of(model, feats, layout_of(model, cond))
     want = (3, model.num_image_tokens, model.codebook_size)
     require(tuple(logits.shape) == want, f"logits of shape {tuple(logits.shape)}, want {want}")
     require(torch.isfinite(feats).all() and torch.isfinite(logits).all(), "non-finite features or logits")
@@ -271,21 +291,26 @@ def check_full_forward(model: BaseModel) -> None:
 @torch.no_grad()
 def check_partial_forward(model: BaseModel) -> None:
     """A partial forward over all positions, on stale caches, equals the full forward; on a
-    subset it gives the full forward's features there, and ``head`` on those image positions
-    gives the full logits there (what every cache accelerator relies on)."""
+    subset (image tokens and the last condition position, in the batch's layout) it gives the
+    full forward's features there, and ``head`` on those image positions gives the full logits
+    there (what every cache accelerator relies on)."""
     tokens, cond = _half_masked_batch(model, 2, seed=2)
-    feats, caches = full_forward(model, tokens, cond)
+    layout = layout_of(model, cond)
+    feats, caches = full_forward(model, tokens, cond, layout)
     _, stale = full_forward(model, *_half_masked_batch(model, 2, seed=3))
-    every = torch.arange(model.seq_len, device=tokens.device).expand(2, -1)
+    every = torch.arange(model.seq_len, device=tokens.device).expand(2, -1)  # sequence positions
     require_close(
-        partial_forward(model, tokens, cond, every, stale), feats, "partial forward on every position"
+        partial_forward(model, tokens, cond, every, stale, layout), feats, "partial forward on every position"
     )
     P = model.num_image_tokens
     picks = torch.randperm(P, generator=torch.Generator().manual_seed(0))[: min(4, P)]
-    positions = torch.stack([picks.sort().values, picks.flip(0)]).to(tokens.device)  # (2, Q) per-row subsets
-    sub = partial_forward(model, tokens, cond, positions, caches)
+    image_pos = torch.stack([picks.sort().values, picks.flip(0)]).to(tokens.device)  # (2, Q) per-row subsets
+    last_condition = condition_index(layout, 2, tokens.device)[:, -1:]  # (2, 1), a real token in any layout
+    positions = torch.cat([to_sequence(layout, image_pos), last_condition], 1)  # (2, Q + 1) in the sequence
+    sub = partial_forward(model, tokens, cond, positions, caches, layout)
     require_close(sub, gather_positions(feats, positions), "partial forward on a subset")
-    require_close(model.head(sub, positions), gather_positions(logits_of(model, feats), positions),
+    require_close(model.head(sub[:, : image_pos.shape[1]], image_pos),
+                  gather_positions(logits_of(model, feats, layout), image_pos),
                   "head on a subset of image positions")  # fmt: skip
 
 
@@ -327,9 +352,10 @@ class _FullSteps:
         self.counts = Counts()
 
     def step(self, model: BaseModel, ctx: StepContext) -> StepOutput:
-        features, _ = full_forward(model, ctx.tokens, ctx.cond)  # (B, L, D)
+        layout = layout_of(model, ctx.cond)
+        features, _ = full_forward(model, ctx.tokens, ctx.cond, layout)  # (B, L, D)
         self.counts.full_forwards += 1
-        return StepOutput(logits=logits_of(model, features), features=features)
+        return StepOutput(logits=logits_of(model, features, layout), features=features)
 
 
 def check_sampling(model: BaseModel) -> None:

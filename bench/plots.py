@@ -14,11 +14,13 @@ declared it (``MetricInfo.label``, recorded in run.json). What is plotted comes 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from bench.config import UnknownNameError, suggest
 from bench.label_placement import place_labels
 from bench.plot_data import (  # noqa: F401 (public import path)
     VANILLA,
@@ -132,15 +134,24 @@ def _draw_metric(fig, points: pd.DataFrame, label: str, v_lat: float | None, tit
     return place_labels(fig, ax, points)
 
 
-def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+def plot_run(
+    run_dir: str | Path, out_dir: str | Path | None = None, quality: Sequence[str] | None = None
+) -> list[Path]:
     """Write one Pareto figure per quality metric (PNG + PDF) and pareto_points.csv into
-    ``out_dir`` (default ``<run_dir>/plots``); returns the written paths."""
+    ``out_dir`` (default ``<run_dir>/plots``); returns the written paths. ``quality``: only
+    these metrics on the quality axis (e.g. ["clip_score"]; ``migm-bench plot --quality``);
+    UnknownNameError for one the run has no plotted value of."""
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "plots"
-    out_dir.mkdir(parents=True, exist_ok=True)
     points = plotted_points(run_dir)
+    metrics = list(points["metric"].unique())
+    for name in quality or ():
+        if name not in metrics:
+            known = suggest(name, metrics) if metrics else " The run has no plotted quality metric."
+            raise UnknownNameError(f"no quality metric {name!r} in {run_dir}.{known}")
+    out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for metric in points["metric"].unique():
+    for metric in quality or metrics:
         fig, _labels = pareto_figure(run_dir, metric, points)
         for ext in ("png", "pdf"):
             path = out_dir / f"pareto_{metric}.{ext}"

@@ -52,6 +52,7 @@ BUILTIN_PLUGINS = (
     "accelerators.hooks.dllm_cache",
     "accelerators.shortcut.hooks",
     "base_models.maskgit.hooks",
+    "base_models.dimoo.hooks",
     "base_models.fashion.hooks",  # the default base model (bench.cli.DEFAULT_MODEL)
     "base_models.fashion.commands",
     "base_models.fashion.metric_hooks",  # FID / classifier metrics on Fashion-MNIST
@@ -313,6 +314,20 @@ class PluginManager:
 
     def default_metrics(self) -> list[str]:
         return [name for name, spec in self.metrics().items() if spec.default]
+
+    def resolve_prompts(self, spec: str) -> tuple[list[str], dict[str, Any]]:
+        """(prompts, record) of a prompt spec (``resolve_prompts`` hook, the first plugin that
+        owns it). ValueError (one line) when no plugin resolves it or the one that owns it
+        cannot."""
+        if not self._implementers("resolve_prompts"):
+            raise ValueError(
+                "no prompt sets are registered (the metrics.plugin module provides them: parti, geneval, prompt files)"
+            )
+        found = self.pm.hook.resolve_prompts(spec=spec)
+        if found is None:
+            raise ValueError(f"no prompt-set plugin understands {spec!r}")
+        prompts, record = found
+        return [str(p) for p in prompts], dict(record)
 
     # -------------------------------------------------------------------- commands
     def add_commands(self, subparsers: Any) -> None:

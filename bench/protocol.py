@@ -189,7 +189,10 @@ class BaseModel(Protocol):
     Optional methods, looked up with ``getattr`` (a class-conditional model needs none):
     ``sequence_layout(cond) -> SequenceLayout`` for the stacked rows ``cond`` (B,) (the same
     object for the same ``cond`` tensor is welcome: the loop asks at every step);
-    ``sampler_policy(settings) -> SamplerPolicy``; ``condition_prompts(cond)`` and
+    ``sampler_policy(settings) -> SamplerPolicy``; ``sequence_logits(features) -> (B, Q, V)``,
+    the head's image-code logits at *any* sequence rows (features (B, Q, D)), equal to ``head``
+    at image rows (ML-Cache's native scope ranks every position of the sequence by them);
+    ``condition_prompts(cond)`` and
     ``prompt_record()`` (text-to-image, see ``condition_prompts``).
     """
 
@@ -434,3 +437,38 @@ def condition_prompts(model: Any, cond: Tensor) -> list[str] | None:
     if len(prompts) != len(cond):
         raise ValueError(f"condition_prompts returned {len(prompts)} prompts for {len(cond)} conditions")
     return prompts
+
+
+class PromptsUnsupported(TypeError):
+    """``--prompts`` given for a base model that cannot take prompts (no ``use_prompts``)."""
+
+
+def use_prompts(model: Any, prompts: list[str], record: dict[str, Any]) -> None:
+    """Hand a text-to-image base model the prompts a run chose (``migm-bench run --prompts``)
+    through its optional method ``use_prompts(prompts: list[str], record: dict) -> None``.
+
+    What the method must do (``prompt_conditions`` helps): from then on the model's
+    ``conditions(n, generator)`` are ``prompt_conditions(n, len(prompts))``, i.e. image i gets
+    prompt ``i % len(prompts)``, in order, whatever the generator; ``condition_prompts(cond)``
+    returns ``prompts[c]`` for each c; and ``prompt_record()`` returns ``record`` (JSON-able:
+    the spec, set, filters, file hash and a sha256 of the prompts). The runner checks the first
+    two at start-up. Without a call, a text-to-image model uses its own default prompts.
+    PromptsUnsupported (one line) for a model without the method (class-conditional)."""
+    fn = getattr(model, "use_prompts", None)
+    if fn is None:
+        name = getattr(model, "name", type(model).__name__)
+        raise PromptsUnsupported(
+            f"base model {name!r} does not take prompts (it has no use_prompts method; "
+            "--prompts is for text-to-image base models)"
+        )
+    if not prompts:
+        raise ValueError("use_prompts needs at least one prompt")
+    fn(list(prompts), dict(record))
+
+
+def prompt_conditions(n: int, count: int) -> Tensor:
+    """(n,) long conditions of a model given ``count`` prompts: 0, 1, ..., count - 1, 0, 1, ...
+    (image i gets prompt i mod count)."""
+    import torch  # here: the plugin manager imports this module without torch
+
+    return torch.arange(n, dtype=torch.long) % count

@@ -163,9 +163,15 @@ def prompts_info(model: BaseModel, cond: torch.Tensor) -> dict[str, Any] | None:
     info: dict[str, Any] = {
         "count": len(prompts),
         "distinct": len(set(prompts)),
-        "sha256": hashlib.sha256("\n".join(prompts).encode("utf-8")).hexdigest()[:16],
+        "sha256": prompts_sha256(prompts),
     }
     record = getattr(model, "prompt_record", None)
     if record is not None:
         info["selection"] = record()
     return info
+
+
+def prompts_sha256(prompts: list[str]) -> str:
+    """sha256 (first 16 hex digits) of the prompts joined by newlines, in order (the same hash
+    as ``metrics.prompts.prompts_hash``)."""
+    return hashlib.sha256("\n".join(prompts).encode("utf-8")).hexdigest()[:16]

@@ -30,7 +30,7 @@ DEFAULT_RUN = {"name": "default", "images": 250, "batch_size": 25}
 # Flags that change what the default benchmark measures: given any of them without --name,
 # the run gets a name derived from its settings, so results/default keeps one sweep.
 _SETTING_FLAGS = ("steps", "images", "batch_size", "seed", "replicates", "warmup", "metrics", "limit",
-                  "reference")  # fmt: skip
+                  "reference", "prompts")  # fmt: skip
 
 
 def default_model() -> str:
@@ -62,6 +62,7 @@ _YAML_KEYS = (
     "retry_failed",
     "reference",
     "threads",
+    "prompts",
 )
 
 
@@ -128,6 +129,7 @@ def sweep_from_args(args: argparse.Namespace, manager: PluginManager) -> Sweep:
         "device": args.device,
         "reference": args.reference,
         "threads": args.threads,
+        "prompts": args.prompts,
         "metrics": None
         if args.metrics is None
         else [m.strip() for m in args.metrics.split(",") if m.strip()],
@@ -245,6 +247,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help=f"base seed (default {_sweep_default('seed')})")
     p.add_argument(
         "--metrics", help="comma-separated metric names (default: those `ls` marks default; '' for none)"
+    )
+    p.add_argument(
+        "--prompts",
+        metavar="SPEC",
+        help="text-to-image base models: the prompts, a named set with a selection (parti:category=Animals,"
+        "limit=200, geneval:limit=50; `migm-bench prompts` lists them) or a file, one prompt per line; image i "
+        "gets prompt i mod their count (default: the model's own prompts)",
     )
     p.add_argument(
         "--rounds",

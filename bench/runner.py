@@ -45,7 +45,7 @@ from bench.interleave import run_rounds
 from bench.measure import Measurer
 from bench.metric_set import MetricSet
 from bench.plugins import PluginManager, get_manager
-from bench.protocol import BaseModel, SamplingSettings
+from bench.protocol import BaseModel, PromptsUnsupported, SamplingSettings, condition_prompts, use_prompts
 from bench.provenance import (
     add_invocation,
     base_model_record,
@@ -56,6 +56,7 @@ from bench.provenance import (
     metric_records,
     now,
     prompts_info,
+    prompts_sha256,
     safe_fingerprint,
 )
 from bench.reference_outputs import load_outputs, outputs_file, save_outputs
@@ -93,7 +94,7 @@ __all__ = [  # the names other modules import from here
 # Sweep fields that must match to resume (add to) an existing run, and the value a run.json
 # written before a field existed stands for.
 _COMPAT_FIELDS = ("model", "steps", "seed", "images", "batch_size", "metrics", "replicates", "warmup",
-                  "device", "reference")  # fmt: skip
+                  "device", "reference", "prompts")  # fmt: skip
 _COMPAT_BEFORE = {"reference": f"{DEFAULT_REFERENCE}:default"}
 
 
@@ -117,6 +118,7 @@ class Runner:
         # Resolve every name and option before building anything: bad input fails fast.
         self.model_spec, self.model_config = self._resolve_model()
         self.configurations = resolve_configurations(sweep, self.manager)  # the reference first
+        self.prompts, self.prompt_selection = self._resolve_prompts()  # --prompts: (prompts, record)
         self.reference_key: ConfigKey = self.configurations[0].key
         self.metrics = MetricSet(
             self.manager,
@@ -141,12 +143,31 @@ class Runner:
         except ValueError as err:  # option value conversion / spec syntax
             raise SweepError(f"--model {self.sweep.model!r}: {err}") from None
 
+    def _resolve_prompts(self) -> tuple[list[str] | None, dict[str, Any] | None]:
+        """The prompts ``--prompts`` selects and their record (None, None without it)."""
+        if self.sweep.prompts is None:
+            return None, None
+        try:
+            return self.manager.resolve_prompts(self.sweep.prompts)
+        except ValueError as err:
+            raise SweepError(f"--prompts {self.sweep.prompts!r}: {err}") from None
+
+    @property
+    def prompts_id(self) -> str | None:
+        """The chosen prompts as a compat value: their count and hash (None without --prompts)."""
+        if self.prompts is None:
+            return None
+        return f"{len(self.prompts)} prompts, sha256 {prompts_sha256(self.prompts)}"
+
     @property
     def metric_names(self) -> list[str]:
         return self.metrics.names
 
     def run_name(self, model_name: str) -> str:
-        return self.sweep.name or derived_run_name(self.sweep, model_name, self.model_config, self.batch_size)
+        if self.sweep.name:
+            return self.sweep.name
+        sha = None if self.prompts is None else prompts_sha256(self.prompts)
+        return derived_run_name(self.sweep, model_name, self.model_config, self.batch_size, sha)
 
     def compat(self) -> dict[str, Any]:
         """The settings a resumed run must share with the existing one."""
@@ -161,6 +182,7 @@ class Runner:
             "warmup": self.sweep.warmup,
             "device": str(self.device),
             "reference": ":".join(self.reference_key),
+            "prompts": self.prompts_id,
         }
 
     # ----------------------------------------------------------------------- run
@@ -200,11 +222,28 @@ class Runner:
             raise SweepError(
                 f"cannot load base model {self.sweep.model!r}: {error_line(err, where=False)}"
             ) from None
+        self._use_prompts()
         base = self.model.default_sampling
         self.settings = dataclasses.replace(base, steps=self.sweep.steps or base.steps)
         for conf in self.configurations:
             self._validate_configuration(conf)
         self.metrics.prepare(self.model, self.n)
+
+    def _use_prompts(self) -> None:
+        """Hand the model the ``--prompts`` chosen (``bench.protocol.use_prompts``) and check that
+        it follows the protocol: image i gets prompt i mod their count."""
+        if self.prompts is None:
+            return
+        try:
+            use_prompts(self.model, self.prompts, self.prompt_selection)
+        except PromptsUnsupported as err:
+            raise SweepError(f"--prompts {self.sweep.prompts!r}: {err}") from None
+        expected = [self.prompts[i % len(self.prompts)] for i in range(self.n)]
+        if condition_prompts(self.model, self._conditions()) != expected:
+            raise SweepError(
+                f"base model {self.sweep.model!r} took the --prompts but its conditions do not give image i "
+                f"prompt i mod {len(self.prompts)} (see bench.protocol.use_prompts)"
+            )
 
     def _validate_configuration(self, conf: Configuration) -> None:
         """Before anything runs: a configuration that cannot be built or asks for N < 1 is
@@ -377,10 +416,18 @@ class Runner:
             ),
             "configurations": configuration_records(previous, self.configurations, self._weights_fingerprint),
             "metrics": metric_records(self.manager, self.metric_names),
-            "prompts": prompts_info(self.model, self._conditions()),
+            "prompts": self._prompts_info(),
             "environment": environment_info(self.device),
             "invocations": invocations,
         }
+
+    def _prompts_info(self) -> dict[str, Any] | None:
+        """run.json's "prompts": count and hash of every image's prompt, and what selected them
+        (the ``--prompts`` record, else the model's own ``prompt_record()``)."""
+        info = prompts_info(self.model, self._conditions())
+        if info is not None and self.prompt_selection is not None:
+            info["selection"] = self.prompt_selection
+        return info
 
 
 def run_sweep(

@@ -51,6 +51,11 @@ class Sweep:
     threads: torch intra-op threads while the sweep runs (``--threads``; default 1, see
         ``bench.config.DEFAULT_TIMING_THREADS``: stable speed-ups on a shared machine at the
         price of absolute speed; 0 keeps torch's default of one per core). Recorded per row.
+    prompts: prompt spec of a text-to-image run (``--prompts``): a named set with its selection
+        (``parti:category=Animals,limit=200``, ``geneval:limit=50``) or a prompt file, one
+        prompt per line; resolved by the ``resolve_prompts`` hook and handed to the base model
+        (``bench.protocol.use_prompts``), image i gets prompt i mod their count. None: the
+        model's own conditions (a text-to-image model's default prompts).
     """
 
     model: str
@@ -70,6 +75,7 @@ class Sweep:
     retry_failed: bool = False
     reference: str = DEFAULT_REFERENCE
     threads: int = DEFAULT_TIMING_THREADS
+    prompts: str | None = None
 
     def validate(self) -> None:
         for key in ("images", "batch_size", "replicates"):
@@ -167,9 +173,11 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     return [(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
 
 
-def derived_run_name(sweep: Sweep, model_name: str, model_config: Any, batch_size: int) -> str:
+def derived_run_name(
+    sweep: Sweep, model_name: str, model_config: Any, batch_size: int, prompts_sha: str | None = None
+) -> str:
     """The run folder name when ``sweep.name`` is not given: the settings that make a run, so
-    rerunning the same command resumes it."""
+    rerunning the same command resumes it (``prompts_sha``: hash of the ``--prompts`` chosen)."""
     tag = config_tag(model_config)
     model_part = model_name if tag == "default" else f"{model_name}-{tag.replace('=', '').replace(',', '-')}"
     steps = sweep.steps or "default"
@@ -178,4 +186,6 @@ def derived_run_name(sweep: Sweep, model_name: str, model_config: Any, batch_siz
         name += f"-limit{sweep.limit}"
     if sweep.reference != DEFAULT_REFERENCE:
         name += f"-ref-{sweep.reference}"
+    if prompts_sha:
+        name += f"-prompts{prompts_sha[:8]}"
     return flatten_name(name)

@@ -2,7 +2,9 @@
 
 Registers the opt-in metrics ``clip_score`` (``metrics.clip_score``) and ``image_reward``
 (``metrics.image_reward``), each with a cheap availability check (``migm-bench ls`` shows why
-one is unavailable; a run asking for it fails at start-up with that reason), and the command
+one is unavailable; a run asking for it fails at start-up with that reason), the prompt sets
+(``resolve_prompts`` hook: what ``migm-bench run --prompts SPEC`` hands a text-to-image base
+model; the shipped sets and user prompt files of ``metrics.prompts``), and the command
 
     migm-bench prompts                      the shipped sets with their categories
     migm-bench prompts SPEC [--json]        the prompts a spec selects, e.g. parti:category=Animals,limit=20
@@ -80,6 +82,16 @@ def _prompts(args: argparse.Namespace) -> int:
         label = item.label("category")
         print(f"{i}\t{label}\t{item.text}" if label else f"{i}\t{item.text}")
     return 0
+
+
+@hookimpl(trylast=True)  # the catch-all: a plugin with its own sets is asked first
+def resolve_prompts(spec):
+    """(prompts, record) of ``spec`` (``metrics.prompts.load_prompts``; its PromptSpecError is a
+    ValueError with a one-line message, e.g. an unknown set with near matches)."""
+    from metrics.prompts import load_prompts
+
+    selection = load_prompts(spec)
+    return selection.prompts, selection.record()
 
 
 @hookimpl

@@ -18,6 +18,7 @@ from accelerators.ml_cache import (
     MLCache,
     MLCacheConfig,
     is_refresh_step,
+    least_confident_in_sequence,
     least_confident_positions,
     recompute_count,
 )
@@ -265,6 +266,34 @@ def test_ml_cache_count_follows_torch_quantile_float32_rank():
     assert recompute_count(17, 0.0) == 17 and recompute_count(1, 0.9) == 1
     with pytest.raises(ValueError, match="at least one position"):
         recompute_count(0, 0.9)
+
+
+def test_ml_cache_sequence_scope_selects_the_reference_set_per_branch():
+    """Scope "sequence" (Lumina-DiMOO's own setting): in each branch (row) the positions whose
+    confidence is at or below ``torch.quantile`` of that branch's real positions, prompt
+    included; padding (a shorter unconditional prompt, left-padded) is never picked, and a row
+    with fewer picks repeats its first one."""
+    g = torch.Generator().manual_seed(3)
+    conf = torch.randn(2, 12, generator=g)  # (B, L): row 0 the conditional branch, row 1 the unconditional
+    real = torch.ones(2, 12, dtype=torch.bool)
+    real[1, :4] = False  # its 4 padding positions
+    conf[1, :4] = -10.0  # lowest of all: must still never be picked
+    got = least_confident_in_sequence(conf, real, cache_ratio=0.6)
+    for row in range(2):
+        values = conf[row, real[row]]
+        threshold = torch.quantile(values.float(), 1 - 0.6)
+        want = set((torch.nonzero(real[row] & (conf[row] <= threshold))[:, 0]).tolist())
+        picks = got[row].tolist()
+        assert set(picks) == want
+        assert picks[len(want) :] == [picks[0]] * (len(picks) - len(want))  # padding the rectangle
+    assert got.shape == (2, len(set(got[0].tolist())))  # the conditional row has the most real positions
+
+
+def test_ml_cache_sequence_scope_needs_sequence_logits(model):
+    with pytest.raises(ValueError, match="scope=sequence needs image-code logits"):
+        run(model, MLCache(MLCacheConfig(scope="sequence", warmup_ratio=0.0)))
+    with pytest.raises(ValueError, match="scope must be one of"):
+        MLCache(MLCacheConfig(scope="prompt"))
 
 
 def test_ml_cache_partial_steps_compute_only_selected(model, monkeypatch):

@@ -129,3 +129,46 @@ def step(
         logits = cfg_combine(logits, uncond_logits, cfg_scale)
     sampled = sample_tokens(logits, temperature, generator)
     return sampled, remask(keep, confidence(logits, sampled), temperature, generator)
+
+
+class DiMOOPolicy:
+    """Lumina-DiMOO's sampler as a ``bench.protocol.SamplerPolicy`` for the generic loop.
+
+    The rules above, split the way ``bench.sampling.sample`` calls them, so that the loop's
+    vanilla run reproduces ``base_models.dimoo.generate.generate`` (the reference loop) code for
+    code: ``schedule`` = ``reveal_counts`` (the loop reveals the k best of the M masked
+    positions, exactly the ones ``remask`` keeps unmasked); ``draw`` = Gumbel-max at the
+    temperature, then log(confidence at temperature 1); ``scores`` = log-confidence +
+    temperature * fresh Gumbel noise, drawn after the sampling noise from the same generator(s).
+    The loop's guidance is (1 + w) * cond - w * uncond, the reference's ``cfg_combine``.
+    ``generator``: one ``torch.Generator``, or one per image (row i draws from generator i).
+    """
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        if temperature < 0:
+            raise ValueError(f"DiMOO sampling temperature must be >= 0, got {temperature}")
+        self.temperature = temperature
+
+    def schedule(self, num_tokens: int, steps: int) -> list[int]:
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        counts = reveal_counts(num_tokens, steps)
+        if min(counts) < 1:
+            first = counts.index(0)
+            raise ValueError(
+                f"{steps} DiMOO steps are too many for {num_tokens} image tokens: the cosine keep-count "
+                f"schedule has revealed every token after step {first - 1} (step {first} would reveal "
+                f"nothing); use fewer steps or a larger resolution"
+            )
+        return counts
+
+    def draw(self, logits: Tensor, generator: Generators) -> tuple[Tensor, Tensor]:
+        sampled = sample_tokens(logits, self.temperature, generator)  # (n, m)
+        return sampled, torch.log(confidence(logits, sampled).clamp_min(1e-20))  # (n, m)
+
+    def scores(self, log_conf: Tensor, masked: Tensor, mask: Tensor, step: int, steps: int,
+               generator: Generators) -> Tensor:  # fmt: skip
+        noise = gumbel(log_conf.shape, generator, log_conf.dtype, log_conf.device)  # (n, m), after draw's
+        score = log_conf + self.temperature * noise
+        out = torch.full(mask.shape, -math.inf, dtype=score.dtype, device=score.device)  # (n, P)
+        return out.scatter(1, masked, score)  # revealed positions stay at -inf
