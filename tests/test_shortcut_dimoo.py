@@ -7,6 +7,7 @@ random checkpoint folder: the step inputs follow Kaiwen-Zhu/MIGM-Shortcut's
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 
@@ -36,7 +37,9 @@ from base_models.dimoo.flops import (
 )
 from base_models.dimoo.testing import write_tiny_checkpoint
 from base_models.dimoo.text import DIMOO_UNCOND_IDS
+from bench import contract
 from bench.cli import main as cli
+from bench.config import build_config
 from bench.forward import layout_of
 from bench.plugins import PluginManager
 from bench.sampling import sample
@@ -183,6 +186,39 @@ def test_weights_pick_the_family_and_are_bound_to_the_checkpoint(model, folder, 
         Shortcut(ShortcutConfig(budget=2, variant="nocross", weights=str(path))).network(model)
     assert Shortcut(ShortcutConfig(budget=2, variant="nocross", weights=str(nocross))).network(model)
     assert family_for(model).name == "dimoo"
+
+
+# ------------------------------------------------------------------ the accelerator contract
+# (options, cfg): both CFG settings, the default N (steps=0) and the no-cross-attention variant
+CONTRACT_CASES = [({"steps": STEPS, "budget": 3}, 4.0), ({"budget": 2}, 0.0),
+                  ({"steps": STEPS, "budget": 5, "variant": "nocross"}, 4.0)]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def contract_weights(model, tmp_path_factory):
+    """Untrained (seeded) DiMOO-Shortcut networks for the tiny model at the default weights paths."""
+    folder = tmp_path_factory.mktemp("dimoo-shortcut-weights")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(weights, "WEIGHTS_DIR", folder)
+        for nocross in (False, True):
+            net = random_net(model, seed=5, no_cross_attention=nocross)
+            save_dimoo_shortcut(weights.default_weights_path(model.name, nocross), net, model.fingerprint())
+        yield
+
+
+@pytest.mark.parametrize("options, cfg", CONTRACT_CASES, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items())
+                         if isinstance(c, dict) else f"cfg={c}")  # fmt: skip
+def test_the_shortcut_keeps_the_accelerator_contract_on_dimoo(model, contract_weights, options, cfg):
+    settings = dataclasses.replace(model.default_sampling, cfg_weight=cfg)
+    config = build_config(ShortcutConfig, options, owner="shortcut")
+
+    def build():
+        return Shortcut(config)
+
+    contract.check_same_seed_gives_identical_tokens(model, build, settings)
+    contract.check_reset_makes_runs_repeatable(model, build, settings)
+    contract.check_counts_are_sane(model, build, settings, STEPS)
+    contract.check_finite_logits_and_valid_tokens(model, build, settings)
 
 
 # ------------------------------------------------------------------ collect, train, run, cost
