@@ -241,6 +241,12 @@ def test_collect_train_and_run_from_the_command_line(spec, model, manager, tmp_p
     assert torch.equal(b.mask_ratio, (traj.reveal_step[image] > step[:, None]).float().mean(1))
     assert torch.equal(b.target, traj.features[image, stream, step + 1].float())
     assert torch.equal(b.loss_mask, layout_of(model, torch.tensor([1, -1, 2])).key_mask)
+    # training reads the features per pair from the shards (4.4 GB per image at 1024 px): the same values
+    lazy = load_images(data, manifest, [3, 1], lazy=True)  # images in collection order: 1, 3
+    assert lazy.features.shape == (2, *traj.features.shape[1:])
+    assert torch.equal(lazy.features[torch.tensor([1, 0]), stream[:2], step[:2]],
+                       traj.features[torch.tensor([3, 1]), stream[:2], step[:2]])  # fmt: skip
+    assert torch.equal(lazy.reveal_step, traj.reveal_step[[1, 3]])
 
     curve = tmp_path / "curve.csv"
     assert cli(["shortcut", "train", "--data", str(data), "--iters", "4", "--batch-size", "3", "--val-every",

@@ -122,10 +122,11 @@ def prompts_sha256(model: BaseModel, cond: torch.Tensor | None) -> str | None:
 class Trajectories:
     """Trajectories of n images held in memory.
 
-    features: (n, S, N, L, D) float16 (S = 1 or 2 CFG streams); reveal_step, tokens: (n, P);
-    cond: (n,) the condition of every image (None when not loaded)."""
+    features: (n, S, N, L, D) float16 (S = 1 or 2 CFG streams), in memory or left in the shard
+    files (``ShardFeatures``); reveal_step, tokens: (n, P); cond: (n,) the condition of every
+    image (None when not loaded)."""
 
-    features: Tensor
+    features: Tensor | ShardFeatures
     reveal_step: Tensor
     tokens: Tensor
     cond: Tensor | None = None
@@ -151,9 +152,37 @@ def available_shards(root: str | Path, manifest: dict[str, Any]) -> list[tuple[i
     ]
 
 
-def load_images(root: str | Path, manifest: dict[str, Any], wanted: list[int]) -> Trajectories:
+class ShardFeatures:
+    """Trajectory features left in their shard files and read per pair (``safe_open`` slices, so
+    only the rows asked for leave the disk): Lumina-DiMOO's are ~4.4 GB per image (2 streams x 64
+    steps x ~4200 rows x 4096 features in float16), far more than memory holds for a training set.
+    Indexed like the in-memory (n, S, N, L, D) tensor: ``features[image, stream, step]`` with (B,)
+    long indices -> (B, L, D) float16.
+
+    root: the collection directory; rows: (shard file, index in the shard) of each image; streams:
+    the shard keys of the S streams; shape: (n, S, N, L, D)."""
+
+    def __init__(self, root: Path, rows: list[tuple[str, int]], streams: tuple[str, ...],
+                 shape: tuple[int, ...]) -> None:  # fmt: skip
+        self.root, self.rows, self.streams, self.shape = root, rows, streams, shape
+        self._open: dict[str, Any] = {}  # shard file -> safe_open handle, opened once
+
+    def _slice(self, file: str, key: str) -> Any:
+        if file not in self._open:
+            self._open[file] = safe_open(str(self.root / file), framework="pt")
+        return self._open[file].get_slice(key)
+
+    def __getitem__(self, index: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        image, stream, step = (torch.as_tensor(i).reshape(-1).tolist() for i in index)
+        rows = [self.rows[i] for i in image]
+        return torch.stack([self._slice(file, self.streams[s])[local, t]
+                            for (file, local), s, t in zip(rows, stream, step, strict=True)])  # fmt: skip
+
+
+def load_images(root: str | Path, manifest: dict[str, Any], wanted: list[int], lazy: bool = False) -> Trajectories:
     """Load images with global indices ``wanted`` (numbered over the available shards in
-    order), reading only the shards that hold them."""
+    order), reading only the shards that hold them; ``lazy``: leave the features in the files
+    (``ShardFeatures``), load the rest."""
     root = Path(root)
     streams = STREAM_KEYS[: manifest["streams"]]
     by_shard: dict[str, list[int]] = {}
@@ -165,16 +194,25 @@ def load_images(root: str | Path, manifest: dict[str, Any], wanted: list[int]) -
             by_shard[file] = local
         start += count
     parts: dict[str, list[Tensor]] = {"features": [], "reveal_step": [], "tokens": [], "cond": []}
+    rows: list[tuple[str, int]] = []  # lazy: where each image's features are
+    shape: tuple[int, ...] = ()
     for file, local in by_shard.items():
         idx = torch.tensor(local)
         with safe_open(str(root / file), framework="pt") as f:
-            feats = [f.get_tensor(key)[idx] for key in streams]  # (k, N, L, D) each
-            parts["features"].append(torch.stack(feats, dim=1))  # (k, S, N, L, D)
+            if lazy:
+                rows += [(file, i) for i in local]
+                shape = tuple(f.get_slice(streams[0]).get_shape()[1:])  # (N, L, D)
+            else:
+                feats = [f.get_tensor(key)[idx] for key in streams]  # (k, N, L, D) each
+                parts["features"].append(torch.stack(feats, dim=1))  # (k, S, N, L, D)
             parts["reveal_step"].append(f.get_tensor("reveal_step")[idx])
             parts["tokens"].append(f.get_tensor("tokens")[idx])
             parts["cond"].append(f.get_tensor("cond")[idx])
-    if not parts["features"]:
+    if not by_shard:
         raise ValueError(f"{root}: none of the requested images are in the finished shards")
+    if lazy:
+        features = ShardFeatures(root, rows, streams, (len(rows), len(streams), *shape))
+        return Trajectories(features, *(torch.cat(parts[k]) for k in ("reveal_step", "tokens", "cond")))
     return Trajectories(*(torch.cat(parts[k]) for k in ("features", "reveal_step", "tokens", "cond")))
 
 

@@ -112,6 +112,7 @@ class MaskGITFamily:
     """``ShortcutNet`` trained on the still-masked image positions (MaskGIT-Shortcut)."""
 
     name = "maskgit"
+    lazy_features = False  # the trajectories fit in memory
 
     @staticmethod
     def new_net(model: BaseModel, config: ShortcutNetConfig) -> nn.Module:
@@ -135,6 +136,7 @@ class DiMOOFamily:
     """``DiMOOShortcutNet`` trained on every real row of the stream (DiMOO-Shortcut)."""
 
     name = "dimoo"
+    lazy_features = True  # ~4.4 GB per image at 1024 px: read per pair from the shards
 
     @staticmethod
     def new_net(model: BaseModel, config: ShortcutNetConfig) -> nn.Module:

@@ -309,8 +309,8 @@ def train(model: BaseModel, options: TrainOptions) -> dict[str, Any]:
             dist.destroy_process_group()
 
 
-def _load_data(model: BaseModel, options: TrainOptions, rank: int,
-               world: int) -> tuple[dict[str, Any], int, Trajectories, Trajectories | None]:  # fmt: skip
+def _load_data(model: BaseModel, options: TrainOptions, rank: int, world: int,
+               lazy: bool = False) -> tuple[dict[str, Any], int, Trajectories, Trajectories | None]:  # fmt: skip
     """(manifest, images collected, this rank's training share, its validation share or None)."""
     manifest = read_manifest(options.data)
     _check_data_matches(model, manifest, options.data)
@@ -323,8 +323,8 @@ def _load_data(model: BaseModel, options: TrainOptions, rank: int,
     my_train, my_val = train_idx[rank::world], val_idx[rank::world]
     if not my_train:
         raise ValueError(f"{options.data}: {len(train_idx)} training images cannot feed {world} ranks")
-    train_data = load_images(options.data, manifest, my_train)
-    val_data = load_images(options.data, manifest, my_val) if my_val else None
+    train_data = load_images(options.data, manifest, my_train, lazy)
+    val_data = load_images(options.data, manifest, my_val, lazy) if my_val else None
     if train_data.steps < 2:
         raise ValueError(f"{options.data}: trajectories of N={train_data.steps} steps give no training pairs")
     return manifest, total, train_data, val_data
@@ -363,8 +363,8 @@ def _resume(path: Path, parts: dict[str, Any], model: BaseModel, options: TrainO
 
 def _train(model: BaseModel, options: TrainOptions, rank: int, world: int) -> dict[str, Any]:
     device = model_device(model)
-    manifest, total, train_data, val_data = _load_data(model, options, rank, world)
     family = family_for(model, options.family)
+    manifest, total, train_data, val_data = _load_data(model, options, rank, world, family.lazy_features)
     out, work, curve_path = _resolve_paths(model, options, family)
     net = _initial_net(model, options, family)
     ema = ema_of(net, lambda updates: ema_decay(options, updates))
