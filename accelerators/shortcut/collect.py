@@ -11,7 +11,7 @@ safetensors with a JSON manifest (layout in ``accelerators.shortcut.data``).
 Resumable: a shard is written to a temporary name and renamed when complete, and finished
 shards are skipped. Shardable across processes: ``torchrun --nproc-per-node W -m
 accelerators.shortcut.collect ...``; rank r takes shards r, r + W, ... (RANK / WORLD_SIZE
-from the environment, no process group). Every shard draws its conditions and sampling noise
+from the environment, no process group; `--device cuda` is the rank's LOCAL_RANK GPU). Every shard draws its conditions and sampling noise
 from a generator seeded by (seed, shard index), so the data do not depend on W.
 
 Text-to-image base models (Lumina-DiMOO, ``dimoo:checkpoint=DIR,prompts=FILE``): as
@@ -42,6 +42,7 @@ from accelerators.shortcut.data import (
     dist_env,
     guarded,
     prompts_sha256,
+    rank_device,
     shard_name,
     shard_plan,
     shard_seed,
@@ -209,7 +210,7 @@ def _run(args: argparse.Namespace, model: BaseModel | None) -> int:
     if model is None:
         from bench.plugins import get_manager
 
-        model = get_manager().make_base_model(args.model, args.device)
+        model = get_manager().make_base_model(args.model, rank_device(args.device))
     rank, world = dist_env()
     out = Path(args.out or Path("data") / "shortcut" / model.name)
     start = time.perf_counter()

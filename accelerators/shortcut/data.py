@@ -76,6 +76,14 @@ def dist_env() -> tuple[int, int]:
     return rank, world
 
 
+def rank_device(device: str) -> str:
+    """The device of this process: ``cuda`` under torchrun is the rank's own GPU (LOCAL_RANK), as the
+    reference's ``torch.cuda.set_device(local_rank)``; anything else as given."""
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
+
+
 def guarded(prog: str, body: Callable[[], int]) -> int:
     """Run a CLI command body: user errors (bad files, options or names: ValueError, OSError,
     UnknownNameError) print one line to stderr and give exit status 2 instead of a traceback."""

@@ -23,8 +23,9 @@ schedule and EMA as above (so the same defaults), pairs from ``utils/shortcut.py
 (``accelerators.shortcut.dimoo_inputs``). ``--family`` forces either network.
 
 Runs single-process or under ``torchrun --nproc-per-node W -m accelerators.shortcut.train``
-(gloo backend on CPU; each rank trains on its own share of the images; rank 0 writes the
-checkpoint, the training curve and the final weights).
+(gloo backend on CPU; nccl with ``--device cuda``, each rank on its LOCAL_RANK GPU; each rank
+trains on its own share of the images; rank 0 writes the checkpoint, the training curve and the
+final weights).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from accelerators.shortcut.data import (
     load_images,
     prompts_sha256,
     random_pair_indices,
+    rank_device,
     read_manifest,
     split_images,
 )
@@ -301,7 +303,8 @@ def train(model: BaseModel, options: TrainOptions) -> dict[str, Any]:
     rank, world = dist_env()
     own_group = world > 1 and not dist.is_initialized()
     if own_group:
-        dist.init_process_group("gloo", rank=rank, world_size=world)
+        backend = "nccl" if model_device(model).type == "cuda" else "gloo"  # the reference: nccl on GPUs
+        dist.init_process_group(backend, rank=rank, world_size=world)
     try:
         return _train(model, options, rank, world)
     finally:
@@ -518,7 +521,7 @@ def _run(args: argparse.Namespace, model: BaseModel | None) -> int:
         from bench.plugins import get_manager
 
         spec = args.model or read_manifest(args.data).get("model_spec", "")
-        model = get_manager().make_base_model(spec, args.device)
+        model = get_manager().make_base_model(spec, rank_device(args.device))
     train(model, options)
     return 0
 
