@@ -11,8 +11,9 @@ safetensors with a JSON manifest (layout in ``accelerators.shortcut.data``).
 Resumable: a shard is written to a temporary name and renamed when complete, and finished
 shards are skipped. Shardable across processes: ``torchrun --nproc-per-node W -m
 accelerators.shortcut.collect ...``; rank r takes shards r, r + W, ... (RANK / WORLD_SIZE
-from the environment, no process group; `--device cuda` is the rank's LOCAL_RANK GPU). Every shard draws its conditions and sampling noise
-from a generator seeded by (seed, shard index), so the data do not depend on W.
+from the environment, no process group; ``--device cuda`` is the rank's LOCAL_RANK GPU). Every
+shard draws its conditions and sampling noise from a generator seeded by (seed, shard index), so
+the data do not depend on W.
 
 Text-to-image base models (Lumina-DiMOO, ``dimoo:checkpoint=DIR,prompts=FILE``): as
 ``DiMOO-Shortcut/makedata.py``, image j of the collection is generated from the model's condition
