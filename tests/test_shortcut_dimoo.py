@@ -186,6 +186,8 @@ def test_weights_pick_the_family_and_are_bound_to_the_checkpoint(model, folder, 
         Shortcut(ShortcutConfig(budget=2, variant="nocross", weights=str(path))).network(model)
     assert Shortcut(ShortcutConfig(budget=2, variant="nocross", weights=str(nocross))).network(model)
     assert family_for(model).name == "dimoo"
+    with pytest.raises(ShortcutWeightsError, match=f"collect --model <spec of {model.name}>"):
+        Shortcut(ShortcutConfig(budget=2, weights=str(tmp_path / "absent.safetensors"))).network(model)
 
 
 # ------------------------------------------------------------------ the accelerator contract
