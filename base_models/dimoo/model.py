@@ -228,6 +228,12 @@ class DiMOOModel:
                 "rope_theta": cfg.rope_theta, "rms_norm_eps": cfg.rms_norm_eps,
                 "rope_full_precision": cfg.rope_full_precision}  # fmt: skip
 
+    def sequence_logits(self, features: Tensor) -> Tensor:
+        """(B, Q, D) features of *any* sequence rows -> (B, Q, V) image-code logits: the head is
+        the same at every position (the reference's ``logit_cache`` holds them for the whole
+        sequence; ML-Cache's native scope ranks prompt positions by them too)."""
+        return self.head(features)
+
     def sampler_policy(self, settings: SamplingSettings) -> DiMOOPolicy:
         return DiMOOPolicy(settings.temperature)
 

@@ -3,6 +3,7 @@
     migm-bench train-base tokenizer   # VQGAN, ~10 min on 2 cores
     migm-bench train-base maskgit     # MaskTransformer, ~1 h on 2 cores
     migm-bench train-base classifier  # feature network for FID / class accuracy, ~5 min
+    migm-bench train-base clip-t2i    # small open_clip CLIP on captioned Fashion-MNIST (text-to-image)
 Each resumes from its checkpoint in --work after a stop and ships safetensors weights.
 """
 
@@ -12,6 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
+from base_models.fashion_t2i.commands import add_clip_options
 from bench.hookspecs import hookimpl
 
 WEIGHTS = Path(__file__).parent / "weights"
@@ -29,6 +31,10 @@ def _out_path(args: argparse.Namespace, work: Path, name: str) -> Path:
 
 def _train_base(args: argparse.Namespace) -> int:
     work = Path(args.work)
+    if args.what == "clip-t2i":
+        from base_models.fashion_t2i.commands import run_clip
+
+        return run_clip(args)
     if args.what == "tokenizer":
         from base_models.fashion.train_tokenizer import TokenizerTrainSettings, train_tokenizer
 
@@ -64,9 +70,9 @@ def _grid(args: argparse.Namespace) -> int:
 @hookimpl
 def register_commands(subparsers):
     p = subparsers.add_parser(
-        "train-base", help="train the embedded default's tokenizer / maskgit / classifier"
+        "train-base", help="train the embedded defaults' tokenizer / maskgit / classifier / clip-t2i"
     )
-    p.add_argument("what", choices=["tokenizer", "maskgit", "classifier"])
+    p.add_argument("what", choices=["tokenizer", "maskgit", "classifier", "clip-t2i"])
     p.add_argument("--steps", type=int, default=None, help="training steps (epochs for the classifier)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
@@ -81,6 +87,7 @@ def register_commands(subparsers):
     p.add_argument(
         "--data", default=None, help="Fashion-MNIST folder (default $MIGM_FASHION_MNIST or Debian's)"
     )
+    add_clip_options(p)
     p.set_defaults(func=_train_base)
 
     g = subparsers.add_parser("grid", help="sample grid PNG of the embedded default (one row per class)")
