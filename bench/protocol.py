@@ -193,7 +193,10 @@ class BaseModel(Protocol):
     the head's image-code logits at *any* sequence rows (features (B, Q, D)), equal to ``head``
     at image rows (ML-Cache's native scope ranks every position of the sequence by them);
     ``condition_prompts(cond)`` and
-    ``prompt_record()`` (text-to-image, see ``condition_prompts``).
+    ``prompt_record()`` (text-to-image, see ``condition_prompts``); ``block_config() -> dict``,
+    the options of the transformer blocks for learned accelerators that build blocks of the same
+    kind (LLaDA ``config.json`` names: n_heads, n_kv_heads, mlp_hidden_size, rope_theta,
+    rms_norm_eps, rope_full_precision; DiMOO-Shortcut copies them at a reduced width).
     """
 
     name: str

@@ -4,8 +4,9 @@ The generic loop (``bench.sampling.sample``) with the vanilla accelerator must g
 codes of the standalone reference sampler (``base_models.dimoo.generate.generate``, the oracle)
 for the same generators; a batch of n the tokens of n runs of one; a partial forward the full
 forward's features at its rows (rotary positions and padding included); and every built-in
-accelerator but the shortcut (which needs trained weights) keeps the contract on it (the caches'
-exactness on its layout: ``tests/test_caches.py``, whose models include the tiny DiMOO).
+accelerator but the shortcut keeps the contract on it (the caches' exactness on its layout:
+``tests/test_caches.py``, whose models include the tiny DiMOO; the shortcut, with untrained
+weights bound to the checkpoint: ``tests/test_shortcut_dimoo.py``).
 """
 
 from __future__ import annotations

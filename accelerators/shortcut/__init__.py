@@ -7,5 +7,7 @@ bound to a base model's fingerprint), ``data`` (trajectory files and training pa
 ``collect`` / ``train`` (the ``migm-bench shortcut collect|train`` commands, also runnable
 as ``python -m`` / ``torchrun -m``), ``accelerator`` (inference and the plugin hooks; this
 is the module to register as a plugin); ``dimoo_model`` / ``dimoo_weights`` (the DiMOO-Shortcut
-network for Lumina-DiMOO and its weight files, standalone until the protocol wires it in).
+network for Lumina-DiMOO and its weight files), ``dimoo_inputs`` (its step inputs and training
+pairs from the sequence layout), ``networks`` (which family a weights file or a base model
+takes), ``cost`` / ``dimoo_cost`` (per-call cost; the 8B real-shape fraction).
 """

@@ -11,7 +11,13 @@ logits come from the base model's own head. Which steps are full: see
 
 Weights are per base model (bound by its fingerprint): the default file for base model
 ``<name>`` is ``accelerators/shortcut/weights/<name>_shortcut.safetensors``, and
-``<name>_shortcut_nocross.safetensors`` for the ``nocross`` ablation variant.
+``<name>_shortcut_nocross.safetensors`` for the ``nocross`` ablation variant. The file says which
+network it holds (``accelerators.shortcut.networks``): MaskGIT-Shortcut, or DiMOO-Shortcut for a
+base model with its own sequence layout (Lumina-DiMOO: ``generate_image_shortcut`` in
+``DiMOO-Shortcut/generators/image_generation_generator.py``), whose step reads the features of the
+whole padded stream, cross-attends to the revealed tokens and the prompt
+(``accelerators.shortcut.dimoo_inputs``) and gives the logits of the image positions through the
+base model's head.
 
 Registered (with the ``shortcut collect`` / ``train`` / ``cost`` / ``overhead`` commands) by
 ``accelerators.shortcut.hooks``.
@@ -22,13 +28,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from accelerators.shortcut.model import ShortcutNet
+import torch
+from torch import Tensor, nn
+
+from accelerators.shortcut.dimoo_inputs import predict_step
+from accelerators.shortcut.dimoo_model import DiMOOShortcutNet
+from accelerators.shortcut.networks import load_network, trained_without_cross_attention
 from accelerators.shortcut.schedule import full_steps
 from accelerators.shortcut.weights import (
     ShortcutWeightsError,
     ShortcutWeightsNotFound,
     default_weights_path,
-    load_shortcut,
 )
 from bench.accelerator_base import AcceleratorBase
 from bench.config import ALWAYS_TAG, UnknownNameError, suggest
@@ -70,7 +80,7 @@ class Shortcut(AcceleratorBase):
             raise UnknownNameError(
                 f"unknown shortcut variant {config.variant!r}.{suggest(config.variant, VARIANTS)}"
             )
-        self._net: ShortcutNet | None = None
+        self._net: nn.Module | None = None  # ShortcutNet or DiMOOShortcutNet
         self._net_model: BaseModel | None = None
         self._full: dict[int, frozenset[int]] = {}
         self._planned_steps = 0  # N of the run being set up (from num_steps)
@@ -104,26 +114,27 @@ class Shortcut(AcceleratorBase):
             return None
         return sha256(path)[:16]
 
-    def network(self, model: BaseModel) -> ShortcutNet:
-        """The shortcut for ``model`` (loaded once per model object)."""
+    def network(self, model: BaseModel) -> nn.Module:
+        """The shortcut for ``model`` (loaded once per model object; the file says its family)."""
         if self._net is not None and self._net_model is model:
             return self._net
         path = self.weights_path(model)
         if not path.is_file():
             flag = " --no-cross-attention" if VARIANTS[self.config.variant] else ""
             data = f"data/shortcut/{model.name}"
+            # a model with its own layout (dimoo) is named after its spec's options, not by a spec
+            spec = model.name if getattr(model, "sequence_layout", None) is None else f"<spec of {model.name}>"
             raise ShortcutWeightsNotFound(
                 f"shortcut weights for base model {model.name!r} not found: {path}. Create them with\n"
-                f"  migm-bench shortcut collect --model {model.name} --out {data}\n"
+                f"  migm-bench shortcut collect --model {spec} --out {data}\n"
                 f"  migm-bench shortcut train --data {data} --out {path}{flag}"
             )
-        net, _ = load_shortcut(path, model)
+        net, _ = load_network(path, model)
         wanted = VARIANTS[self.config.variant]
-        if net.config.no_cross_attention != wanted and not (
-            self.config.weights and self.config.variant == "default"
-        ):
+        nocross = trained_without_cross_attention(net)
+        if nocross != wanted and not (self.config.weights and self.config.variant == "default"):
             raise ShortcutWeightsError(
-                f"{path}: trained with no_cross_attention={net.config.no_cross_attention}, but variant "
+                f"{path}: trained with no_cross_attention={nocross}, but variant "
                 f"{self.config.variant!r} expects {wanted}"
             )
         self._net, self._net_model = net, model
@@ -134,9 +145,25 @@ class Shortcut(AcceleratorBase):
             features, _ = self.full_forward(model, ctx)  # (B, L, D)
         else:
             net = self.network(model)
-            mask_ratio = ctx.mask.float().mean(dim=1)  # (B,) still masked after the previous reveal
-            prev = ctx.prev_features
-            features = net(prev.to(net.token_table.dtype), ctx.revealed_ids, ctx.revealed_positions,
-                           mask_ratio).to(prev.dtype)  # fmt: skip
+            if isinstance(net, DiMOOShortcutNet):
+                features = self.dimoo_features(net, model, ctx)
+            else:
+                features = self.maskgit_features(net, ctx)
             self.counts.other_calls += 1
         return self.output(model, features, ctx)
+
+    @staticmethod
+    def maskgit_features(net: nn.Module, ctx: StepContext) -> Tensor:
+        """MaskGIT-Shortcut's prediction of this step's features (B, L, D) (``sample_shortcut``)."""
+        mask_ratio = ctx.mask.float().mean(dim=1)  # (B,) still masked after the previous reveal
+        prev = ctx.prev_features
+        return net(prev.to(net.token_table.dtype), ctx.revealed_ids, ctx.revealed_positions,
+                   mask_ratio).to(prev.dtype)  # fmt: skip
+
+    def dimoo_features(self, net: DiMOOShortcutNet, model: BaseModel, ctx: StepContext) -> Tensor:
+        """DiMOO-Shortcut's prediction of this step's features (B, L, D) from the previous step's, for
+        every row of the padded streams (``generate_image_shortcut``; inputs: ``net_inputs``)."""
+        revealed = torch.zeros_like(ctx.mask).scatter(1, ctx.revealed_positions, True)  # (B, P)
+        mask_ratio = ctx.mask.float().mean(dim=1)  # (B,) unknown / initial after the previous reveal
+        return predict_step(net, model, self.layout(model, ctx), ctx.prev_features, ctx.tokens, ctx.cond,
+                            revealed, mask_ratio)  # fmt: skip

@@ -11,8 +11,15 @@ safetensors with a JSON manifest (layout in ``accelerators.shortcut.data``).
 Resumable: a shard is written to a temporary name and renamed when complete, and finished
 shards are skipped. Shardable across processes: ``torchrun --nproc-per-node W -m
 accelerators.shortcut.collect ...``; rank r takes shards r, r + W, ... (RANK / WORLD_SIZE
-from the environment, no process group). Every shard draws its conditions and sampling noise
-from a generator seeded by (seed, shard index), so the data do not depend on W.
+from the environment, no process group; ``--device cuda`` is the rank's LOCAL_RANK GPU). Every
+shard draws its conditions and sampling noise from a generator seeded by (seed, shard index), so
+the data do not depend on W.
+
+Text-to-image base models (Lumina-DiMOO, ``dimoo:checkpoint=DIR,prompts=FILE``): as
+``DiMOO-Shortcut/makedata.py``, image j of the collection is generated from the model's condition
+j (``model.conditions(images, ...)``: the prompt file's line j mod its length), so shards cover
+the prompts in order; the manifest keeps a hash of those prompts and training checks it. The
+features are the whole padded streams (L = the model's ``seq_len``: prompt, specials, image rows).
 """
 
 from __future__ import annotations
@@ -32,20 +39,25 @@ from accelerators.shortcut.data import (
     FORMAT,
     MANIFEST,
     STREAM_KEYS,
+    collection_conditions,
     dist_env,
     guarded,
+    prompts_sha256,
+    rank_device,
     shard_name,
     shard_plan,
     shard_seed,
     write_json_atomic,
 )
+from accelerators.shortcut.model import model_device
 from accelerators.vanilla import Vanilla, VanillaConfig
 from bench.protocol import BaseModel, SamplingSettings
 from bench.results import atomic_save_safetensors
 from bench.sampling import sample
 
 # manifest keys that must agree for a directory to be resumed
-_IDENTITY_KEYS = ("format", "base_model", "fingerprint", "steps", "sampling", "seed", "images", "shard_size")
+_IDENTITY_KEYS = ("format", "base_model", "fingerprint", "steps", "sampling", "seed", "images", "shard_size",
+                  "prompts_sha256")  # fmt: skip
 
 
 def sampling_for(model: BaseModel, steps: int) -> SamplingSettings:
@@ -55,8 +67,8 @@ def sampling_for(model: BaseModel, steps: int) -> SamplingSettings:
 
 
 def build_manifest(model: BaseModel, settings: SamplingSettings, *, images: int, shard_size: int, seed: int,
-                   model_spec: str) -> dict[str, Any]:  # fmt: skip
-    return {
+                   model_spec: str, cond: torch.Tensor | None = None) -> dict[str, Any]:  # fmt: skip
+    manifest = {
         "format": FORMAT,
         "base_model": model.name,
         "model_spec": model_spec or model.name,
@@ -75,6 +87,10 @@ def build_manifest(model: BaseModel, settings: SamplingSettings, *, images: int,
             {"file": shard_name(i), "images": n} for i, n in enumerate(shard_plan(images, shard_size))
         ],
     }
+    digest = prompts_sha256(model, cond)
+    if digest is not None:  # text-to-image: the prompts are part of what was collected
+        manifest["prompts_sha256"] = digest
+    return manifest
 
 
 def prepare_directory(out: Path, manifest: dict[str, Any]) -> None:
@@ -84,9 +100,9 @@ def prepare_directory(out: Path, manifest: dict[str, Any]) -> None:
     path = out / MANIFEST
     if path.is_file():
         old = json.loads(path.read_text())
-        diff = [k for k in _IDENTITY_KEYS if old.get(k) != manifest[k]]
+        diff = [k for k in _IDENTITY_KEYS if old.get(k) != manifest.get(k)]
         if diff:
-            details = ", ".join(f"{k}: {old.get(k)!r} there vs {manifest[k]!r} now" for k in diff)
+            details = ", ".join(f"{k}: {old.get(k)!r} there vs {manifest.get(k)!r} now" for k in diff)
             raise ValueError(f"{out} holds a different trajectory collection ({details}); "
                              "use another --out or the same settings to resume")  # fmt: skip
         return
@@ -95,10 +111,14 @@ def prepare_directory(out: Path, manifest: dict[str, Any]) -> None:
 
 @torch.no_grad()
 def collect_shard(model: BaseModel, settings: SamplingSettings, count: int, seed: int, batch_size: int,
-                  progress: tqdm | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
-    """Sample ``count`` images with vanilla at ``settings`` and return the shard tensors."""
+                  progress: tqdm | None = None, cond: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Sample ``count`` images with vanilla at ``settings`` and return the shard tensors; ``cond``
+    (count,) their conditions (None: drawn from the shard's generator)."""
     generator = torch.Generator().manual_seed(seed)
-    cond = model.conditions(count, generator)  # (count,)
+    if cond is None:
+        cond = model.conditions(count, generator)  # (count,)
+    else:
+        cond = cond.to(model_device(model))
     vanilla = Vanilla(VanillaConfig(steps=settings.steps))
     streams = 2 if settings.cfg_weight != 0 else 1
     feats: list[list[torch.Tensor]] = [[] for _ in range(streams)]
@@ -139,8 +159,9 @@ def collect(
     settings = sampling_for(model, steps)
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    all_cond = collection_conditions(model, images, seed)
     manifest = build_manifest(model, settings, images=images, shard_size=shard_size, seed=seed,
-                              model_spec=model_spec)  # fmt: skip
+                              model_spec=model_spec, cond=all_cond)  # fmt: skip
     prepare_directory(out, manifest)
     mine = [(i, s) for i, s in enumerate(manifest["shards"]) if i % world == rank]
     todo = [(i, s) for i, s in mine if not (out / s["file"]).is_file()]
@@ -148,7 +169,9 @@ def collect(
     bar = tqdm(total=sum(s["images"] for _, s in todo), unit="img", disable=not show_progress,
                desc=f"collect rank {rank}/{world}" if world > 1 else "collect")  # fmt: skip
     for index, shard in todo:
-        tensors = collect_shard(model, settings, shard["images"], shard_seed(seed, index), batch_size, bar)
+        start = index * shard_size
+        cond = None if all_cond is None else all_cond[start : start + shard["images"]]
+        tensors = collect_shard(model, settings, shard["images"], shard_seed(seed, index), batch_size, bar, cond)
         path = out / shard["file"]
         meta = {"format": FORMAT, "fingerprint": manifest["fingerprint"], "steps": str(settings.steps),
                 "shard": str(index), "seed": str(seed)}  # fmt: skip
@@ -161,7 +184,7 @@ def collect(
 # --------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
-        "--model", default="fashion", help="base model spec, e.g. fashion or maskgit:config=tiny"
+        "--model", default="fashion", help="base model spec, e.g. fashion, maskgit:config=tiny or dimoo:checkpoint=DIR,prompts=FILE"
     )
     parser.add_argument("--steps", type=int, default=0,
                         help="training N (0 = the model's default; the paper uses 15 for MaskGIT)")  # fmt: skip
@@ -188,7 +211,7 @@ def _run(args: argparse.Namespace, model: BaseModel | None) -> int:
     if model is None:
         from bench.plugins import get_manager
 
-        model = get_manager().make_base_model(args.model, args.device)
+        model = get_manager().make_base_model(args.model, rank_device(args.device))
     rank, world = dist_env()
     out = Path(args.out or Path("data") / "shortcut" / model.name)
     start = time.perf_counter()

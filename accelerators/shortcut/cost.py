@@ -10,7 +10,10 @@ drifts between replicates cancels instead of landing on one side; the process ke
 memory (``bench.timing.keep_freed_memory``), as the overhead benchmark does. Then, for the
 B-of-N schedules asked for, the cost-model speed-up limit S* = N / (B + (N - B) * c) against
 vanilla at N (Zhu et al., arXiv 2602.23996, Sec. 3 on the cost model; the paper reports
-c ~ 1/24 for MaskGIT).
+c ~ 1/24 for MaskGIT). On a base model
+with a DiMOO-Shortcut weights file (``--model dimoo:checkpoint=DIR,...``) the measurement is
+``accelerators.shortcut.dimoo_cost.measure_dimoo_cost``; the 8B model's real-shape fraction, with
+no checkpoint, is ``migm-bench shortcut dimoo-cost``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from pathlib import Path
 
 import torch
 
-from accelerators.shortcut.weights import default_weights_path, load_shortcut
+from accelerators.shortcut.dimoo_model import DiMOOShortcutNet
+from accelerators.shortcut.networks import load_network
+from accelerators.shortcut.weights import default_weights_path
 from bench.compare import add_threads_argument
 from bench.flops import count_flops
 from bench.forward import full_forward, logits_of
@@ -37,6 +42,10 @@ def speedup_limit(steps: int, budget: int, c: float) -> float:
 def measure_cost(model, net, rows: int, replicates: int = 7) -> dict[str, float]:
     """FLOPs and median latency per call (per row) of a base forward and a shortcut call (+ head
     each), timed interleaved; c_latency is the median of the paired per-replicate ratios."""
+    if isinstance(net, DiMOOShortcutNet):
+        from accelerators.shortcut.dimoo_cost import measure_dimoo_cost
+
+        return measure_dimoo_cost(model, net, rows, replicates)
     g = torch.Generator().manual_seed(0)
     L, P, D = model.seq_len, model.num_image_tokens, model.dim
     k = max(1, round(P / model.default_sampling.steps))  # tokens revealed per step, on average
@@ -69,6 +78,12 @@ def measure_cost(model, net, rows: int, replicates: int = 7) -> dict[str, float]
     return out
 
 
+def default_out(spec: str, name: str) -> str:
+    """Where the measurement goes: the default run's results for fashion (a committed file), else a
+    folder of the model's own, so measuring another model never overwrites it."""
+    return str(Path("results") / ("default" if spec == "fashion" else name) / "shortcut_cost.json")
+
+
 def run(args: argparse.Namespace) -> int:
     keep_freed_memory()  # as the overhead benchmark, whose S* this c gives
     with timing_threads(args.threads):  # as the runs it predicts
@@ -85,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
         if not path.is_file():
             print(f"{variant}: no weights at {path}, skipped")
             continue
-        net, _ = load_shortcut(path, model)
+        net, _ = load_network(path, model)
         net.eval()
         res = {"variant": variant, **measure_cost(model, net, args.rows, args.replicates)}
         for spec in args.schedules:
@@ -99,10 +114,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{variant}: c = {res['c_flops']:.4f} of a base forward in FLOPs (1/{1 / res['c_flops']:.1f}), "
               f"{res['c_latency']:.4f} in latency (1/{1 / res['c_latency']:.1f}); "
               f"base {res['base_latency_s'] * 1e3:.2f} ms/row, shortcut {res['shortcut_latency_s'] * 1e3:.2f} ms/row")  # fmt: skip
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(rows, indent=1))
-        print(f"wrote {args.out}")
+    out = args.out if args.out is not None else default_out(args.model, model.name)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(rows, indent=1))
+        print(f"wrote {out}")
     return 0
 
 
@@ -115,5 +131,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add_threads_argument(parser)
     parser.add_argument("--schedules", nargs="*", default=["16/4", "16/6", "16/8", "32/6"],
                         help="N/B pairs to report S* for")  # fmt: skip
-    parser.add_argument("--out", default="results/default/shortcut_cost.json")
+    parser.add_argument("--out", default=None, help="JSON file (default results/default/shortcut_cost.json for "
+                                                     "fashion, else results/<model name>/shortcut_cost.json)")  # fmt: skip
     return parser

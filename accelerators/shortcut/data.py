@@ -42,6 +42,7 @@ from safetensors import safe_open
 from torch import Tensor
 
 from bench.config import UnknownNameError
+from bench.protocol import BaseModel, condition_prompts
 from bench.results import atomic_write_text
 
 MANIFEST = "manifest.json"
@@ -75,6 +76,14 @@ def dist_env() -> tuple[int, int]:
     return rank, world
 
 
+def rank_device(device: str) -> str:
+    """The device of this process: ``cuda`` under torchrun is the rank's own GPU (LOCAL_RANK), as the
+    reference's ``torch.cuda.set_device(local_rank)``; anything else as given."""
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
+
+
 def guarded(prog: str, body: Callable[[], int]) -> int:
     """Run a CLI command body: user errors (bad files, options or names: ValueError, OSError,
     UnknownNameError) print one line to stderr and give exit status 2 instead of a traceback."""
@@ -101,16 +110,34 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def collection_conditions(model: BaseModel, images: int, seed: int) -> torch.Tensor | None:
+    """The conditions of all ``images`` of a text-to-image collection (image j: the model's condition
+    j), None for a class-conditional model (each shard then draws its own)."""
+    if getattr(model, "condition_prompts", None) is None:
+        return None
+    return model.conditions(images, torch.Generator().manual_seed(seed)).cpu().long()
+
+
+def prompts_sha256(model: BaseModel, cond: torch.Tensor | None) -> str | None:
+    """sha256 of the prompts of ``cond`` in order (None without prompts): binds a collection to the
+    prompt file it was generated from."""
+    prompts = None if cond is None else condition_prompts(model, cond)
+    return None if prompts is None else hashlib.sha256(json.dumps(prompts).encode()).hexdigest()
+
+
 # ------------------------------------------------------------------------ trajectories
 @dataclass
 class Trajectories:
     """Trajectories of n images held in memory.
 
-    features: (n, S, N, L, D) float16 (S = 1 or 2 CFG streams); reveal_step, tokens: (n, P)."""
+    features: (n, S, N, L, D) float16 (S = 1 or 2 CFG streams), in memory or left in the shard
+    files (``ShardFeatures``); reveal_step, tokens: (n, P); cond: (n,) the condition of every
+    image (None when not loaded)."""
 
-    features: Tensor
+    features: Tensor | ShardFeatures
     reveal_step: Tensor
     tokens: Tensor
+    cond: Tensor | None = None
 
     @property
     def num_images(self) -> int:
@@ -133,9 +160,37 @@ def available_shards(root: str | Path, manifest: dict[str, Any]) -> list[tuple[i
     ]
 
 
-def load_images(root: str | Path, manifest: dict[str, Any], wanted: list[int]) -> Trajectories:
+class ShardFeatures:
+    """Trajectory features left in their shard files and read per pair (``safe_open`` slices, so
+    only the rows asked for leave the disk): Lumina-DiMOO's are ~4.4 GB per image (2 streams x 64
+    steps x ~4200 rows x 4096 features in float16), far more than memory holds for a training set.
+    Indexed like the in-memory (n, S, N, L, D) tensor: ``features[image, stream, step]`` with (B,)
+    long indices -> (B, L, D) float16.
+
+    root: the collection directory; rows: (shard file, index in the shard) of each image; streams:
+    the shard keys of the S streams; shape: (n, S, N, L, D)."""
+
+    def __init__(self, root: Path, rows: list[tuple[str, int]], streams: tuple[str, ...],
+                 shape: tuple[int, ...]) -> None:  # fmt: skip
+        self.root, self.rows, self.streams, self.shape = root, rows, streams, shape
+        self._open: dict[str, Any] = {}  # shard file -> safe_open handle, opened once
+
+    def _slice(self, file: str, key: str) -> Any:
+        if file not in self._open:
+            self._open[file] = safe_open(str(self.root / file), framework="pt")
+        return self._open[file].get_slice(key)
+
+    def __getitem__(self, index: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        image, stream, step = (torch.as_tensor(i).reshape(-1).tolist() for i in index)
+        rows = [self.rows[i] for i in image]
+        return torch.stack([self._slice(file, self.streams[s])[local, t]
+                            for (file, local), s, t in zip(rows, stream, step, strict=True)])  # fmt: skip
+
+
+def load_images(root: str | Path, manifest: dict[str, Any], wanted: list[int], lazy: bool = False) -> Trajectories:
     """Load images with global indices ``wanted`` (numbered over the available shards in
-    order), reading only the shards that hold them."""
+    order), reading only the shards that hold them; ``lazy``: leave the features in the files
+    (``ShardFeatures``), load the rest."""
     root = Path(root)
     streams = STREAM_KEYS[: manifest["streams"]]
     by_shard: dict[str, list[int]] = {}
@@ -146,17 +201,27 @@ def load_images(root: str | Path, manifest: dict[str, Any], wanted: list[int]) -
         if local:
             by_shard[file] = local
         start += count
-    parts: dict[str, list[Tensor]] = {"features": [], "reveal_step": [], "tokens": []}
+    parts: dict[str, list[Tensor]] = {"features": [], "reveal_step": [], "tokens": [], "cond": []}
+    rows: list[tuple[str, int]] = []  # lazy: where each image's features are
+    shape: tuple[int, ...] = ()
     for file, local in by_shard.items():
         idx = torch.tensor(local)
         with safe_open(str(root / file), framework="pt") as f:
-            feats = [f.get_tensor(key)[idx] for key in streams]  # (k, N, L, D) each
-            parts["features"].append(torch.stack(feats, dim=1))  # (k, S, N, L, D)
+            if lazy:
+                rows += [(file, i) for i in local]
+                shape = tuple(f.get_slice(streams[0]).get_shape()[1:])  # (N, L, D)
+            else:
+                feats = [f.get_tensor(key)[idx] for key in streams]  # (k, N, L, D) each
+                parts["features"].append(torch.stack(feats, dim=1))  # (k, S, N, L, D)
             parts["reveal_step"].append(f.get_tensor("reveal_step")[idx])
             parts["tokens"].append(f.get_tensor("tokens")[idx])
-    if not parts["features"]:
+            parts["cond"].append(f.get_tensor("cond")[idx])
+    if not by_shard:
         raise ValueError(f"{root}: none of the requested images are in the finished shards")
-    return Trajectories(*(torch.cat(parts[k]) for k in ("features", "reveal_step", "tokens")))
+    if lazy:
+        features = ShardFeatures(root, rows, streams, (len(rows), len(streams), *shape))
+        return Trajectories(features, *(torch.cat(parts[k]) for k in ("reveal_step", "tokens", "cond")))
+    return Trajectories(*(torch.cat(parts[k]) for k in ("features", "reveal_step", "tokens", "cond")))
 
 
 def split_images(total: int, val_fraction: float) -> tuple[list[int], list[int]]:

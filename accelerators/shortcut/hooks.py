@@ -31,6 +31,8 @@ COMMANDS = {
     "train": ("accelerators.shortcut.train", "train the shortcut network on recorded trajectories"),
     "cost": ("accelerators.shortcut.cost", "per-call FLOPs and latency of the shortcut vs a base forward"),
     "overhead": ("accelerators.shortcut.overhead", "the loop's own cost and the shortcut's share of S*"),
+    "dimoo-cost": ("accelerators.shortcut.dimoo_cost",
+                   "DiMOO-Shortcut's per-call FLOPs vs a Lumina-DiMOO 8B forward at its real shapes (no weights)"),
 }
 
 
@@ -39,7 +41,7 @@ def register_commands(subparsers):
     parser = subparsers.add_parser("shortcut", help="MIGM-Shortcut: collect trajectories, train the shortcut")
     commands = parser.add_subparsers(
         dest="shortcut_command",
-        metavar="{collect,train,cost,overhead}",
+        metavar="{" + ",".join(COMMANDS) + "}",
         required=True,
         parser_class=DeferredParser,
     )

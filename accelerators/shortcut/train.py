@@ -14,9 +14,18 @@ reference and are off by default: ``--lr-schedule cosine`` and ``--zero-init`` (
 the identity prediction). Pairs are built on the fly (``accelerators.shortcut.data``).
 Checkpoint, schedule, EMA and curve come from ``bench.training``.
 
+On a base model with its own sequence layout (Lumina-DiMOO) the network is DiMOO-Shortcut
+(``accelerators.shortcut.networks``), trained as ``DiMOO-Shortcut/train_shortcut.py`` with its
+README command (``--bottleneck_ratio 2 --mse_weight 1 --kl_weight 0 --ema_decay 0.9999 --lr 1e-4
+--step_decay``, one pair per GPU): MSE over *every* position of the stream (``F.mse_loss(est_feat,
+tgt_feat)``: prompt, specials and image rows; padding rows excluded here), the same optimiser,
+schedule and EMA as above (so the same defaults), pairs from ``utils/shortcut.py``
+(``accelerators.shortcut.dimoo_inputs``). ``--family`` forces either network.
+
 Runs single-process or under ``torchrun --nproc-per-node W -m accelerators.shortcut.train``
-(gloo backend on CPU; each rank trains on its own share of the images; rank 0 writes the
-checkpoint, the training curve and the final weights).
+(gloo backend on CPU; nccl with ``--device cuda``, each rank on its LOCAL_RANK GPU; each rank
+trains on its own share of the images; rank 0 writes the checkpoint, the training curve and the
+final weights).
 """
 
 from __future__ import annotations
@@ -38,20 +47,22 @@ from torch import Tensor
 from tqdm import tqdm
 
 from accelerators.shortcut.data import (
-    PairBatch,
     Trajectories,
     all_pair_indices,
     available_shards,
+    collection_conditions,
     dist_env,
     guarded,
     load_images,
-    make_pairs,
+    prompts_sha256,
     random_pair_indices,
+    rank_device,
     read_manifest,
     split_images,
 )
-from accelerators.shortcut.model import ShortcutNet, ShortcutNetConfig, model_device
-from accelerators.shortcut.weights import default_weights_path, save_shortcut
+from accelerators.shortcut.model import ShortcutNetConfig, model_device
+from accelerators.shortcut.networks import FAMILIES, MaskGITFamily, family_for
+from accelerators.shortcut.weights import default_weights_path
 from bench.protocol import BaseModel
 from bench.training import (
     LRFactor,
@@ -121,6 +132,7 @@ class TrainOptions:
     seed: int = 0
     curve: str = ""
     net: ShortcutNetConfig = field(default_factory=ShortcutNetConfig)
+    family: str = "auto"
     show_progress: bool = True
 
     def __post_init__(self) -> None:
@@ -136,6 +148,8 @@ class TrainOptions:
             )
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema decay must lie in [0, 1), got {self.ema}")
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown network family {self.family!r}; choose one of {', '.join(FAMILIES)}")
 
 
 def lr_schedule(options: TrainOptions) -> LRFactor:
@@ -183,10 +197,12 @@ def iteration_seed(seed: int, rank: int, it: int) -> int:
 
 # ---------------------------------------------------------------------------- validation
 @torch.no_grad()
-def validation_sums(net: ShortcutNet, data: Trajectories | None, max_pairs: int, batch_size: int,
-                    device: torch.device) -> Tensor:  # fmt: skip
+def validation_sums(net: torch.nn.Module, data: Trajectories | None, max_pairs: int, batch_size: int,
+                    device: torch.device, model: BaseModel | None = None,
+                    family=MaskGITFamily) -> Tensor:  # fmt: skip
     """Sums over held-out pairs: [squared error, elements, cosine, positions, identity squared
-    error, identity cosine] on the still-masked positions (identity = predicting f_{i+1} = f_i)."""
+    error, identity cosine] on the family's loss positions (MaskGIT: the still-masked ones; DiMOO:
+    every real row) (identity = predicting f_{i+1} = f_i)."""
     sums = torch.zeros(6, dtype=torch.float64)
     if data is None:
         return sums
@@ -197,8 +213,8 @@ def validation_sums(net: ShortcutNet, data: Trajectories | None, max_pairs: int,
     net.eval()
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
-        b = make_pairs(data, chunk[:, 0], chunk[:, 1], chunk[:, 2]).to(device)
-        pred = net(b.prev, b.new_ids, b.new_positions, b.mask_ratio, b.new_valid)
+        b = family.pairs(model, data, chunk[:, 0], chunk[:, 1], chunk[:, 2], device)
+        pred = family.predict(net, b)
         m = b.loss_mask
         d = pred.shape[-1]
         sums[0] += ((pred - b.target) ** 2)[m].sum().item()
@@ -229,7 +245,7 @@ def _all_reduce(x: Tensor) -> Tensor:
     return x
 
 
-def ddp_wrap(net: ShortcutNet) -> torch.nn.parallel.DistributedDataParallel:
+def ddp_wrap(net: torch.nn.Module) -> torch.nn.parallel.DistributedDataParallel:
     """DDP on CPU (gloo) without re-syncing the frozen embedding buffers every forward (they
     are identical on every rank); ``forward_sync_buffers`` replaces ``broadcast_buffers`` in
     newer torch."""
@@ -257,14 +273,22 @@ def _check_data_matches(model: BaseModel, manifest: dict[str, Any], data: str) -
     if manifest["dim"] != model.dim or manifest["seq_len"] != model.seq_len:
         raise ValueError(f"{data}: feature shape (L={manifest['seq_len']}, D={manifest['dim']}) does not match "
                          f"the base model (L={model.seq_len}, D={model.dim})")  # fmt: skip
+    wanted = manifest.get("prompts_sha256")
+    if wanted is not None and prompts_sha256(
+        model, collection_conditions(model, manifest["images"], manifest["seed"])
+    ) != wanted:
+        raise ValueError(f"{data} was collected from other prompts than the base model's (spec "
+                         f"{manifest.get('model_spec')!r}); pass the same prompts= file")  # fmt: skip
 
 
-def _resolve_paths(model: BaseModel, options: TrainOptions) -> tuple[Path, Path, Path]:
+def _resolve_paths(model: BaseModel, options: TrainOptions, family=MaskGITFamily) -> tuple[Path, Path, Path]:
     out = (
         Path(options.out) if options.out else default_weights_path(model.name, options.net.no_cross_attention)
     )
     work = Path(options.work) if options.work else Path(options.data) / f"train-{out.stem}"
     suffix = "_nocross" if options.net.no_cross_attention else ""
+    if family is not MaskGITFamily:  # the committed shortcut*.csv curves are the MaskGIT shortcut's
+        suffix = f"_{model.name}{suffix}"
     shipped = not options.out  # training the shipped weights: their curve is a committed result
     default_curve = Path("results") / "training" / f"shortcut{suffix}.csv" if shipped else work / "curve.csv"
     curve = Path(options.curve) if options.curve else default_curve
@@ -279,7 +303,8 @@ def train(model: BaseModel, options: TrainOptions) -> dict[str, Any]:
     rank, world = dist_env()
     own_group = world > 1 and not dist.is_initialized()
     if own_group:
-        dist.init_process_group("gloo", rank=rank, world_size=world)
+        backend = "nccl" if model_device(model).type == "cuda" else "gloo"  # the reference: nccl on GPUs
+        dist.init_process_group(backend, rank=rank, world_size=world)
     try:
         return _train(model, options, rank, world)
     finally:
@@ -287,8 +312,8 @@ def train(model: BaseModel, options: TrainOptions) -> dict[str, Any]:
             dist.destroy_process_group()
 
 
-def _load_data(model: BaseModel, options: TrainOptions, rank: int,
-               world: int) -> tuple[dict[str, Any], int, Trajectories, Trajectories | None]:  # fmt: skip
+def _load_data(model: BaseModel, options: TrainOptions, rank: int, world: int,
+               lazy: bool = False) -> tuple[dict[str, Any], int, Trajectories, Trajectories | None]:  # fmt: skip
     """(manifest, images collected, this rank's training share, its validation share or None)."""
     manifest = read_manifest(options.data)
     _check_data_matches(model, manifest, options.data)
@@ -301,17 +326,17 @@ def _load_data(model: BaseModel, options: TrainOptions, rank: int,
     my_train, my_val = train_idx[rank::world], val_idx[rank::world]
     if not my_train:
         raise ValueError(f"{options.data}: {len(train_idx)} training images cannot feed {world} ranks")
-    train_data = load_images(options.data, manifest, my_train)
-    val_data = load_images(options.data, manifest, my_val) if my_val else None
+    train_data = load_images(options.data, manifest, my_train, lazy)
+    val_data = load_images(options.data, manifest, my_val, lazy) if my_val else None
     if train_data.steps < 2:
         raise ValueError(f"{options.data}: trajectories of N={train_data.steps} steps give no training pairs")
     return manifest, total, train_data, val_data
 
 
-def _initial_net(model: BaseModel, options: TrainOptions) -> ShortcutNet:
+def _initial_net(model: BaseModel, options: TrainOptions, family=MaskGITFamily) -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]):  # same initial weights on every rank, no global RNG touched
         torch.manual_seed(options.seed)
-        net = ShortcutNet.for_model(model, options.net).train()
+        net = family.new_net(model, options.net).train()
         if options.zero_init and isinstance(net.proj_out, torch.nn.Linear):
             torch.nn.init.zeros_(net.proj_out.weight)  # start at the identity f_{i+1} = f_i
             torch.nn.init.zeros_(net.proj_out.bias)
@@ -341,9 +366,10 @@ def _resume(path: Path, parts: dict[str, Any], model: BaseModel, options: TrainO
 
 def _train(model: BaseModel, options: TrainOptions, rank: int, world: int) -> dict[str, Any]:
     device = model_device(model)
-    manifest, total, train_data, val_data = _load_data(model, options, rank, world)
-    out, work, curve_path = _resolve_paths(model, options)
-    net = _initial_net(model, options)
+    family = family_for(model, options.family)
+    manifest, total, train_data, val_data = _load_data(model, options, rank, world, family.lazy_features)
+    out, work, curve_path = _resolve_paths(model, options, family)
+    net = _initial_net(model, options, family)
     ema = ema_of(net, lambda updates: ema_decay(options, updates))
     shipped = ema.module if options.ema > 0 else net  # validated and written
     wrapped = ddp_wrap(net) if world > 1 else net
@@ -362,11 +388,10 @@ def _train(model: BaseModel, options: TrainOptions, rank: int, world: int) -> di
     loss_sum, loss_count = 0.0, 0
     for it in range(start_iter, options.iters):
         generator.manual_seed(iteration_seed(options.seed, rank, it))
-        batch: PairBatch = make_pairs(
-            train_data, *random_pair_indices(train_data, options.batch_size, generator)
+        batch = family.pairs(
+            model, train_data, *random_pair_indices(train_data, options.batch_size, generator), device
         )
-        batch = batch.to(device)
-        pred = wrapped(batch.prev, batch.new_ids, batch.new_positions, batch.mask_ratio, batch.new_valid)
+        pred = family.predict(wrapped, batch)
         loss = masked_mse(pred, batch.target, batch.loss_mask, options.loss_reduction)
         optimizer_step(loss, optimizer, scheduler)
         if options.ema > 0:
@@ -378,7 +403,8 @@ def _train(model: BaseModel, options: TrainOptions, rank: int, world: int) -> di
         done = it + 1
         if done % options.val_every == 0 or done == options.iters:
             share = math.ceil(options.val_pairs / world)
-            sums = _all_reduce(validation_sums(shipped, val_data, share, options.batch_size, device))
+            sums = _all_reduce(validation_sums(shipped, val_data, share, options.batch_size, device, model,
+                                               family))  # fmt: skip
             train_loss = _all_reduce(torch.tensor([loss_sum, loss_count], dtype=torch.float64))
             metrics = summarise(sums)
             if curve is not None:
@@ -398,7 +424,7 @@ def _train(model: BaseModel, options: TrainOptions, rank: int, world: int) -> di
     if rank == 0:
         extra = {"iters": options.iters, "data": str(options.data), "images": total,
                  "train_options": {k: v for k, v in asdict(options).items() if k != "net"}, **metrics}  # fmt: skip
-        save_shortcut(out, shipped, model, train_steps=manifest["steps"], extra=extra)
+        family.save(out, shipped, model, manifest["steps"], extra)
         print(
             f"wrote {out} (base model {model.name!r}, fingerprint {model.fingerprint()}, N={manifest['steps']})"
         )
@@ -461,6 +487,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--no-time-embedding", action="store_true", help="ablation: no adaLN time conditioning"
     )
     parser.add_argument("--no-cross-attention", action="store_true", help="ablation: ignore the new tokens")
+    parser.add_argument("--family", choices=FAMILIES, default=d.family,
+                        help="network: auto (DiMOO-Shortcut for a base model with its own sequence layout, "
+                             "e.g. dimoo; MaskGIT-Shortcut otherwise), maskgit or dimoo; on dimoo --heads and "
+                             "--mlp-ratio are the base model's")  # fmt: skip
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -476,7 +506,7 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
         decay_at=args.decay_at, decay_factor=args.decay_factor, ema=args.ema, ema_warmup=not args.no_ema_warmup,
         zero_init=args.zero_init, loss_reduction=args.loss_reduction, val_fraction=args.val_fraction,
         val_every=args.val_every, val_pairs=args.val_pairs, ckpt_every=args.ckpt_every, seed=args.seed,
-        curve=args.curve, net=net, show_progress=not args.no_progress,
+        curve=args.curve, net=net, family=args.family, show_progress=not args.no_progress,
     )  # fmt: skip
 
 
@@ -491,7 +521,7 @@ def _run(args: argparse.Namespace, model: BaseModel | None) -> int:
         from bench.plugins import get_manager
 
         spec = args.model or read_manifest(args.data).get("model_spec", "")
-        model = get_manager().make_base_model(spec, args.device)
+        model = get_manager().make_base_model(spec, rank_device(args.device))
     train(model, options)
     return 0
 

@@ -223,6 +223,14 @@ class DiMOOModel:
         ``logits[..., offset:offset + V]``), scaled as the reference when ``scale_logits``."""
         return self.transformer.logits(features, slice(self.offset, self.offset + self.codebook_size))
 
+    def block_config(self) -> dict[str, Any]:
+        """The transformer blocks' options, LLaDA ``config.json`` names (optional protocol method:
+        DiMOO-Shortcut builds blocks of the same kind at a reduced width from them)."""
+        cfg = self.transformer.cfg
+        return {"n_heads": cfg.n_heads, "n_kv_heads": cfg.kv_heads, "mlp_hidden_size": cfg.hidden_size,
+                "rope_theta": cfg.rope_theta, "rms_norm_eps": cfg.rms_norm_eps,
+                "rope_full_precision": cfg.rope_full_precision}  # fmt: skip
+
     def sequence_logits(self, features: Tensor) -> Tensor:
         """(B, Q, D) features of *any* sequence rows -> (B, Q, V) image-code logits: the head is
         the same at every position (the reference's ``logit_cache`` holds them for the whole
