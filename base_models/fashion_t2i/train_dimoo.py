@@ -233,12 +233,13 @@ def train_dimoo(out: str | Path, vqvae: str | Path, work: str | Path,
                 settings: DiMOOTrainSettings = DiMOOTrainSettings(), data_root=None, shape: dict | None = None,
                 curve: Path | None = None, log=_log) -> dict:  # fmt: skip
     """Train (resuming from ``work``/dimoo-t2i.pt) on codes of the VQ in ``vqvae`` (a folder
-    holding vqvae/, or that subfolder) and write the checkpoint folder ``out``."""
+    holding vqvae/, or that subfolder) and write the checkpoint folder ``out``. ``shape``:
+    fields that replace those of ``DIMOO_T2I_SHAPE``."""
     out, work = Path(out), Path(work)
     vq = load_trained_vqvae(vqvae)
     vocab = vocabulary_of(work / "tokenizer", vq)
     ids = vocab.tokenizer.ids
-    raw = checkpoint_config(shape or DIMOO_T2I_SHAPE, vocab.offset, vocab.codebook, ids.mask)
+    raw = checkpoint_config({**DIMOO_T2I_SHAPE, **(shape or {})}, vocab.offset, vocab.codebook, ids.mask)
     garments, classes = load_fashion_mnist("train", data_root)
     garments, classes = garments[: settings.train_limit], classes[: settings.train_limit]
     codes = training_codes(vq, garments, classes, settings.seed, settings.code_draws, work)  # (draws, n, P)

@@ -137,8 +137,9 @@ def train_vqvae(out: str | Path, work: str | Path, settings: VQTrainSettings = V
                 data_root=None, config: dict | None = None, eval_images: int = 2000,
                 curve: Path | None = None, log=_log) -> dict:  # fmt: skip
     """Train (resuming from ``work``/vqvae-t2i.pt), write ``out``/vqvae/ and evaluate it on the
-    first ``eval_images`` test images (0: skip). Returns the metadata."""
-    config = config or VQVAE_T2I_CONFIG
+    first ``eval_images`` test images (0: skip). ``config``: VQModel arguments that replace those
+    of ``VQVAE_T2I_CONFIG``. Returns the metadata."""
+    config = {**VQVAE_T2I_CONFIG, **(config or {})}
     out, work = Path(out), Path(work)
     garments, classes = load_fashion_mnist("train", data_root)
     garments, classes = garments[: settings.train_limit], classes[: settings.train_limit]
