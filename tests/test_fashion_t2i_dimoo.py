@@ -25,7 +25,13 @@ from base_models.dimoo.checkpoint import CheckpointError, load_transformer
 from base_models.dimoo.config import DiMOOConfig, read_config
 from base_models.dimoo.model import DiMOOModel
 from base_models.dimoo.text import DiMOOTokenizer, SpecialIds, image_part
-from base_models.dimoo.vqvae import WEIGHTS, codebook_size, downsampling_factor, load_vqvae
+from base_models.dimoo.vqvae import (
+    WEIGHTS,
+    codebook_size,
+    downsampling_factor,
+    folder_downsampling_factor,
+    load_vqvae,
+)
 from base_models.fashion.data import DatasetMissing
 from base_models.fashion_t2i.testing import write_tiny_fashion
 from base_models.fashion_t2i.train_dimoo import (
@@ -151,6 +157,9 @@ def test_the_folder_has_dimoo_layout_and_ships_the_ema_weights(trained):
 
 
 def test_the_folder_samples_through_the_dimoo_model(trained):
+    assert folder_downsampling_factor(trained[0]) == 4
+    with pytest.raises(CheckpointError, match="upsamples by 4, the token grid needs 16"):
+        load_vqvae(trained[0])  # Lumina-DiMOO's factor stays the default
     model = direct_model(trained[0])
     assert (model.rows, model.cols) == (8, 8)
     tokens, images = vanilla_images(model)

@@ -33,6 +33,14 @@ def downsampling_factor(config) -> int:
     return 2 ** (len(config.get("block_out_channels", (64,))) - 1)
 
 
+def folder_downsampling_factor(folder: str | Path) -> int:
+    """``downsampling_factor`` of ``folder/vqvae/config.json``, read before any weight is loaded."""
+    path = Path(folder) / "vqvae" / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing from the checkpoint folder's vqvae/")
+    return downsampling_factor(json.loads(path.read_text()))
+
+
 def load_vqvae(folder: str | Path, device: torch.device | str = "cpu", factor: int | None = 16):
     """``folder/vqvae`` -> diffusers VQModel in eval mode, float32 on every device as the reference
     keeps it (needs ``pip install diffusers``). ``factor``: the downsampling factor the caller's

@@ -4,8 +4,8 @@
     migm-bench train-base maskgit     # MaskTransformer, ~1 h on 2 cores
     migm-bench train-base classifier  # feature network for FID / class accuracy, ~5 min
     migm-bench train-base clip-t2i    # small open_clip CLIP on captioned Fashion-MNIST (text-to-image)
-    migm-bench train-base vqvae-t2i   # diffusers VQModel of the text-to-image default, ~13 min
-    migm-bench train-base dimoo-t2i   # LLaDA model in Lumina-DiMOO's checkpoint layout, ~50 min
+    migm-bench train-base vqvae-t2i   # diffusers VQModel of the text-to-image default, ~8-13 min
+    migm-bench train-base dimoo-t2i   # LLaDA model in Lumina-DiMOO's checkpoint layout, ~35-52 min
 Each resumes from its checkpoint in --work after a stop and ships safetensors weights.
 """
 
@@ -75,7 +75,8 @@ def _grid(args: argparse.Namespace) -> int:
 def register_commands(subparsers):
     p = subparsers.add_parser(
         "train-base",
-        help="train the embedded defaults' tokenizer / maskgit / classifier / clip-t2i / vqvae-t2i / dimoo-t2i",
+        help="train the embedded defaults' tokenizer / maskgit / classifier / clip-t2i / vqvae-t2i / "
+        "dimoo-t2i",
     )
     p.add_argument("what", choices=["tokenizer", "maskgit", "classifier", *T2I_COMMANDS])
     p.add_argument("--steps", type=int, default=None, help="training steps (epochs for the classifier)")

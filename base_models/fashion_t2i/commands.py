@@ -1,14 +1,15 @@
 """CLI entries of the text-to-image default, wired into ``migm-bench train-base``.
 
     migm-bench train-base clip-t2i --ship   # train (~40 min on 2 cores), ship, evaluate
-    migm-bench train-base vqvae-t2i --ship  # diffusers VQModel (~13 min): weights/dimoo-t2i/vqvae/
-    migm-bench train-base dimoo-t2i --ship  # LLaDA model (~50 min): the rest of weights/dimoo-t2i/
+    migm-bench train-base vqvae-t2i --ship  # diffusers VQModel (~8-13 min): weights/dimoo-t2i/vqvae/
+    migm-bench train-base dimoo-t2i --ship  # LLaDA model (~35-52 min): the rest of weights/dimoo-t2i/
 
 ``run_vqvae`` / ``run_dimoo`` write into the checkpoint folder --out (default
 <work>/dimoo-t2i; with --ship ``base_models/fashion_t2i/weights/dimoo-t2i``): the VQ into its
 ``vqvae/``, then the transformer, config.json and tokenizer beside it (the VQ read from
 --vqvae, default that same folder), so the two commands with the same --out or --ship leave a
-complete Lumina-DiMOO checkpoint folder: ``--model dimoo:checkpoint=<folder>,resolution=32``.
+complete Lumina-DiMOO checkpoint folder: ``--model dimoo:checkpoint=<folder>,resolution=32`` (once the
+``dimoo`` plugin takes its token grid from the VQ's downsampling factor, 4 here).
 
 ``add_clip_arguments(parser)`` adds every option to a parser of its own; a parser that already
 has ``train-base``'s shared options (--out --work --data --steps --batch-size --seed --ship)
@@ -40,7 +41,8 @@ def add_clip_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--config",
         default=None,
         help="*-t2i: model-config JSON (clip-t2i: open_clip's, default CLIP_T2I_CONFIG; vqvae-t2i: diffusers "
-        "VQModel's fields replacing VQVAE_T2I_CONFIG's; dimoo-t2i: LLaDA shape fields replacing DIMOO_T2I_SHAPE's)",
+        "VQModel's fields replacing VQVAE_T2I_CONFIG's; dimoo-t2i: LLaDA shape fields replacing "
+        "DIMOO_T2I_SHAPE's)",
     )
     p.add_argument(
         "--vqvae",
@@ -111,8 +113,9 @@ def run_dimoo(args: argparse.Namespace) -> int:
     from base_models.fashion_t2i.train_dimoo import DiMOOTrainSettings, train_dimoo
 
     out = checkpoint_out(args)
-    meta = train_dimoo(out, Path(args.vqvae) if args.vqvae else out, args.work, _settings(DiMOOTrainSettings, args),
-                       args.data, _config(args), _curve(args, "dimoo_t2i"))  # fmt: skip
+    vqvae = Path(args.vqvae) if args.vqvae else out
+    meta = train_dimoo(out, vqvae, args.work, _settings(DiMOOTrainSettings, args), args.data, _config(args),
+                       _curve(args, "dimoo_t2i"))  # fmt: skip
     print(json.dumps(meta, indent=1, default=str))
     return 0
 

@@ -86,7 +86,7 @@ CODES_CACHE = "dimoo-t2i-codes.pt"
 
 @dataclass(frozen=True)
 class DiMOOTrainSettings:
-    steps: int = 2000  # ~50 min on 2 quiet cores at the default shape (README)
+    steps: int = 2000  # ~35-52 min on 2 quiet cores at the default shape (estimate in the README)
     batch_size: int = 64
     lr: float = 1e-3  # AdamW peak learning rate, cosine decay to 10%
     warmup: int = 200
@@ -230,8 +230,8 @@ def vocabulary_of(tokenizer_folder: Path, vq) -> Vocabulary:
 
 # ------------------------------------------------------------------ training
 def train_dimoo(out: str | Path, vqvae: str | Path, work: str | Path,
-                settings: DiMOOTrainSettings = DiMOOTrainSettings(), data_root=None, shape: dict | None = None,
-                curve: Path | None = None, log=_log) -> dict:  # fmt: skip
+                settings: DiMOOTrainSettings = DiMOOTrainSettings(), data_root=None,
+                shape: dict | None = None, curve: Path | None = None, log=_log) -> dict:  # fmt: skip
     """Train (resuming from ``work``/dimoo-t2i.pt) on codes of the VQ in ``vqvae`` (a folder
     holding vqvae/, or that subfolder) and write the checkpoint folder ``out``. ``shape``:
     fields that replace those of ``DIMOO_T2I_SHAPE``."""

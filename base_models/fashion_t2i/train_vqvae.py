@@ -73,7 +73,7 @@ CURVE_FIELDS = ("step", "loss", "rec_loss", "vq_loss", "dead_codes", "elapsed_s"
 
 @dataclass(frozen=True)
 class VQTrainSettings:
-    steps: int = 1000  # ~13 min on 2 quiet cores (README)
+    steps: int = 1200  # ~8-13 min on 2 quiet cores (estimate in the README)
     batch_size: int = 64
     lr: float = 5e-4  # Adam (0.5, 0.9), warm-up then cosine to 10%
     warmup: int = 100
