@@ -32,8 +32,6 @@ from base_models.dimoo.vqvae import (
     folder_downsampling_factor,
     load_vqvae,
 )
-from base_models.fashion.data import DatasetMissing
-from base_models.fashion_t2i.testing import write_tiny_fashion
 from base_models.fashion_t2i.train_dimoo import (
     build_transformer,
     checkpoint_config,
@@ -54,14 +52,6 @@ TINY_VQ = {
 }  # fmt: skip  (factor 4: 8x8 codes of 32)
 TINY_SHAPE = {"d_model": 32, "n_heads": 2, "n_kv_heads": 2, "n_layers": 2, "mlp_hidden_size": 64}
 PROMPTS = ["a small dark boot on the left", "a large bag, inverted", "tee at the top"]
-
-
-@pytest.fixture(scope="module")
-def tiny_fashion(tmp_path_factory):
-    try:
-        return write_tiny_fashion(tmp_path_factory.mktemp("fashion"), 32)
-    except DatasetMissing:
-        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
 
 
 def train_base(argv: list[str]) -> dict:

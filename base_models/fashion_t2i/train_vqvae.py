@@ -41,7 +41,7 @@ from base_models.dimoo.vqvae import WEIGHTS, decode_codes, downsampling_factor
 from base_models.fashion.data import data_hash, load_fashion_mnist
 from base_models.fashion.train_tokenizer import psnr, reseed_dead_codes
 from base_models.fashion.training import ship_weights
-from base_models.fashion_t2i.captions import FRAME, caption_set, make_split, realise
+from base_models.fashion_t2i.captions import FRAME, CaptionSet, caption_set, make_split, realise
 from base_models.fashion_t2i.epochs import batch_indices
 from bench.results import atomic_write_text
 from bench.training import (
@@ -150,16 +150,16 @@ def train_vqvae(out: str | Path, work: str | Path, settings: VQTrainSettings = V
     parts = {"model": vq, "opt": opt, "scheduler": schedule, "generator": gen}
     step, extra = load_checkpoint(work / "vqvae-t2i.pt", parts)
     resumed_from = step
-    usage = extra.get(
-        "usage", torch.zeros(config["num_vq_embeddings"])
-    )  # code counts since the last re-seeding
+    # code counts since the last re-seeding
+    usage = extra.get("usage", torch.zeros(config["num_vq_embeddings"]))
     curve_csv = TrainingCurve(curve or work / "vqvae-t2i.csv", CURVE_FIELDS, "step", step)
-    labels, loss, start = None, None, time.perf_counter()
+    data: CaptionSet | None = None
+    loss, start = None, time.perf_counter()
     while step < settings.steps:
         epoch, index = batch_indices(len(classes), settings.batch_size, settings.seed, step)
-        if labels is None or labels[0] != epoch:  # a fresh draw of attributes per epoch
-            labels = (epoch, caption_set(garments, classes, "train", settings.seed, epoch).labels)
-        x = realise(garments[index], labels[1][index])  # (B, 1, 32, 32) in [0, 1]
+        if data is None or data.epoch != epoch:  # a fresh draw of attributes per epoch
+            data = caption_set(garments, classes, "train", settings.seed, epoch)
+        x = realise(garments[index], data.labels[index])  # (B, 1, 32, 32) in [0, 1]
         rec, vq_loss, codes, z = reconstruct(vq, x)
         rec_loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
         loss = rec_loss + vq_loss
