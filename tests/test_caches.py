@@ -25,8 +25,9 @@ from accelerators.ml_cache import (
 from accelerators.recap import ReCAP, ReCAPConfig, group_length
 from accelerators.taylorseer import TaylorForecaster, TaylorSeer, TaylorSeerConfig, is_full_step
 from accelerators.vanilla import Vanilla, VanillaConfig
+from bench.forward import layout_of
 from bench.protocol import Counts, SamplingSettings, StepContext, StepOutput
-from bench.sampling import reveal_schedule, sample
+from bench.sampling import reveal_schedule, sample, sampler_policy
 
 
 # --------------------------------------------------------------------------- tiny model
@@ -129,8 +130,30 @@ def _tiny_maskgit():
     return model
 
 
-@pytest.fixture(params=["tiny", "tiny_maskgit"])
+@pytest.fixture(scope="module")
+def dimoo_folder(tmp_path_factory):
+    pytest.importorskip("tokenizers")
+    from base_models.dimoo.testing import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("dimoo"), vqvae=False)
+
+
+def _tiny_dimoo(folder):
+    """Lumina-DiMOO on a 4x4 grid: its own layout (prompt first, left padding, rotary positions)."""
+    from base_models.dimoo.checkpoint import load_transformer
+    from base_models.dimoo.model import DIMOO_SAMPLING, DiMOOModel
+    from base_models.dimoo.testing import CODEBOOK
+    from base_models.dimoo.text import DiMOOTokenizer
+
+    sampling = replace(DIMOO_SAMPLING, steps=6)
+    tokenizer = DiMOOTokenizer(folder)
+    return DiMOOModel(load_transformer(folder), tokenizer, None, CODEBOOK, 4, 4, default_sampling=sampling)
+
+
+@pytest.fixture(params=["tiny", "tiny_maskgit", "tiny_dimoo"])
 def model(request):
+    if request.param == "tiny_dimoo":
+        return _tiny_dimoo(request.getfixturevalue("dimoo_folder"))
     return TinyModel() if request.param == "tiny" else _tiny_maskgit()
 
 
@@ -200,12 +223,19 @@ def test_full_recomputation_settings_match_vanilla_logits(model):
         MLCache(MLCacheConfig(cache_ratio=0.0, warmup_ratio=0.0, refresh_interval=100)),
         DLLMCache(DLLMCacheConfig(gen_interval=100, prompt_interval=1, transfer_ratio=1.0)),
     ]
+    # the features of every real position (a padded layout's padding is never recomputed by
+    # ML-Cache's sequence scope: no key attends to it and no head reads it); _drive's rows
+    cond = model.conditions(2, torch.Generator().manual_seed(1))
+    real = layout_of(model, torch.cat([cond, model.null_conditions(cond)])).key_mask  # (B, L) or None
     for accel in everything:
         outs = _drive(model, accel)
         assert accel.counts.partial_forwards == len(outs) - 1  # the partial path really ran
         for got, want in zip(outs, reference):
             torch.testing.assert_close(got.logits, want.logits, atol=1e-4, rtol=1e-4)
-            torch.testing.assert_close(got.features, want.features, atol=1e-4, rtol=1e-4)
+            got_f, want_f = got.features, want.features  # (B, L, D)
+            if real is not None:
+                got_f, want_f = got_f[real], want_f[real]  # (real rows, D)
+            torch.testing.assert_close(got_f, want_f, atol=1e-4, rtol=1e-4)
 
 
 # ------------------------------------------------------------------------- ML-Cache
@@ -290,14 +320,20 @@ def test_ml_cache_sequence_scope_selects_the_reference_set_per_branch():
 
 
 def test_ml_cache_sequence_scope_needs_sequence_logits(model):
-    with pytest.raises(ValueError, match="scope=sequence needs image-code logits"):
-        run(model, MLCache(MLCacheConfig(scope="sequence", warmup_ratio=0.0)))
+    sequence = MLCache(MLCacheConfig(scope="sequence", warmup_ratio=0.0))
+    if getattr(model, "sequence_logits", None) is not None:  # the tiny DiMOO: its own scope runs
+        assert run(model, sequence).tokens.shape == (3, model.num_image_tokens)
+    else:
+        with pytest.raises(ValueError, match="scope=sequence needs image-code logits"):
+            run(model, sequence)
     with pytest.raises(ValueError, match="scope must be one of"):
         MLCache(MLCacheConfig(scope="prompt"))
 
 
 def test_ml_cache_partial_steps_compute_only_selected(model, monkeypatch):
-    cfg = MLCacheConfig(cache_ratio=0.75, warmup_ratio=0.0, refresh_interval=4)
+    # scope "image" (what "auto" gives every model without sequence_logits, here forced on the
+    # tiny DiMOO too): the least confident image tokens + every condition position
+    cfg = MLCacheConfig(cache_ratio=0.75, warmup_ratio=0.0, refresh_interval=4, scope="image")
     rows = _record_rows(model, monkeypatch)
     accel = MLCache(cfg)
     result = run(model, accel)
@@ -388,7 +424,7 @@ def test_recap_local_steps_run_only_the_group(model, monkeypatch):
     monkeypatch.setattr(accel, "step", spy)
     result = run(model, accel)
     N, P, L = result.steps, model.num_image_tokens, model.seq_len
-    k = reveal_schedule(P, N, model.default_sampling.mask_schedule)
+    k = sampler_policy(model, model.default_sampling).schedule(P, N)  # the model's own reveal counts
     expected, full, step = {}, 0, 0
     while step < N:
         expected[step] = L

@@ -4,7 +4,8 @@ The generic loop (``bench.sampling.sample``) with the vanilla accelerator must g
 codes of the standalone reference sampler (``base_models.dimoo.generate.generate``, the oracle)
 for the same generators; a batch of n the tokens of n runs of one; a partial forward the full
 forward's features at its rows (rotary positions and padding included); and every built-in
-accelerator but the shortcut (which needs trained weights) keeps the contract on it.
+accelerator but the shortcut (which needs trained weights) keeps the contract on it (the caches'
+exactness on its layout: ``tests/test_caches.py``, whose models include the tiny DiMOO).
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ def gens(*seeds: int) -> list[torch.Generator]:
 
 
 def oracle(model: DiMOOModel, cond: torch.Tensor, seeds, cfg: float = 4.0, temperature: float = 1.0):
-    prompts = [model._prompt_ids[i] for i in cond.tolist()]
-    return generate(model.transformer, prompts, model.tokenizer.uncond_ids(), model.rows, model.cols,
+    prompts = model.prompt_token_ids(cond)
+    return generate(model.transformer, prompts, model.prompt_token_ids(torch.tensor([-1]))[0], model.rows, model.cols,
                     model.tokenizer.ids, model.codebook_size, gens(*seeds), steps=STEPS, cfg_scale=cfg,
                     temperature=temperature)  # fmt: skip
 
@@ -70,10 +71,14 @@ def vanilla(model: DiMOOModel, cond: torch.Tensor, generator, **changes):
 
 
 # ------------------------------------------------------------------ the oracle
-@pytest.mark.parametrize("cfg, temperature", [(4.0, 1.0), (0.0, 1.0), (2.0, 0.5)])
-def test_vanilla_gives_the_oracle_codes(model, cfg, temperature):
-    # the longest prompt (index 1) is in the batch, so the oracle pads to the model's own L
-    cond = model.conditions(3, torch.Generator())
+@pytest.mark.parametrize(
+    "cfg, temperature, prompts",
+    [(4.0, 1.0, (0, 1, 2)), (0.0, 1.0, (0, 1, 2)), (2.0, 0.5, (0, 1, 2)), (4.0, 1.0, (0, 3, 6))],
+)
+def test_vanilla_gives_the_oracle_codes(model, cfg, temperature, prompts):
+    # prompts 0, 1, 2: the longest prompt (1) is in the batch, the oracle pads to the model's own L;
+    # 0, 3, 6: the model pads 3 tokens more than the oracle (masked keys, shifted rows)
+    cond = torch.tensor(prompts)
     want = oracle(model, cond, (1, 2, 3), cfg, temperature)
     got = vanilla(model, cond, gens(1, 2, 3), cfg_weight=cfg, temperature=temperature)
     assert torch.equal(got, want)
@@ -119,6 +124,8 @@ def test_layout_of_a_padded_batch(model):
     assert torch.equal(every, torch.arange(L).expand(3, L))
     ids = model._sequence_ids(torch.tensor([[3] * P] * 3), cond)
     assert (ids.gather(1, layout.image_positions) == 3 + model.offset).all()
+    masked = model._sequence_ids(model.initial_tokens(3), cond).gather(1, layout.image_positions)
+    assert (masked == model.tokenizer.ids.mask).all()  # the protocol's mask V -> the tokenizer's mask id
     assert (
         ids[:, first_image - 2 : first_image]
         == torch.tensor([model.tokenizer.ids.boa, model.tokenizer.ids.boi])
@@ -155,6 +162,18 @@ def test_partial_forward_equals_the_full_forward_at_its_rows(model):
 def test_the_base_model_contract(model):
     for _, check in contract.BASE_MODEL_CHECKS:
         check(model)
+
+
+def test_the_base_model_contract_in_bfloat16(model, folder):
+    """The GPU dtype, on the CPU: the same folder loaded in bfloat16 keeps the contract."""
+    from base_models.dimoo.checkpoint import load_transformer
+
+    half = load_transformer(folder, "cpu", dtype=torch.bfloat16)
+    m = DiMOOModel(half, model.tokenizer, model.vqvae, model.codebook_size, model.rows, model.cols,
+                   default_sampling=model.default_sampling)  # fmt: skip
+    assert m.embed(m.initial_tokens(1), torch.tensor([0])).dtype == torch.bfloat16
+    for _, check in contract.BASE_MODEL_CHECKS:
+        check(m)
 
 
 # ------------------------------------------------------------------ prompts
@@ -200,3 +219,43 @@ def test_spec_options_and_errors(folder, tmp_path):
     partial = write_tiny_checkpoint(tmp_path / "partial", tokenizer=False, vqvae=False)
     with pytest.raises(FileNotFoundError, match="lacks tokenizer.json, vqvae/config.json"):
         build(partial)
+
+
+# ------------------------------------------------------------------ every accelerator
+def builtin_accelerators():
+    from bench.plugins import PluginManager
+
+    manager = PluginManager(autoload=False)
+    manager.register_builtins()
+    return manager.accelerators()
+
+
+ACCELERATORS = {name: spec for name, spec in builtin_accelerators().items() if name != "shortcut"}
+CASES = [
+    pytest.param(name, options, id=f"{name}:{options}")
+    for name, spec in ACCELERATORS.items()
+    for options in (spec.default_sweep or ({},))
+]
+
+
+@pytest.fixture(params=["cfg", "nocfg"], scope="module")
+def settings(request, model):
+    return dataclasses.replace(model.default_sampling, cfg_weight=4.0 if request.param == "cfg" else 0.0)
+
+
+def test_every_builtin_accelerator_but_the_shortcut_is_covered():
+    assert {"vanilla", "few-step", "ml-cache", "recap", "taylorseer", "dllm-cache"} <= set(ACCELERATORS)
+
+
+@pytest.mark.parametrize("name, options", CASES)
+def test_accelerator_contract_on_the_tiny_dimoo(model, settings, name, options):
+    spec = ACCELERATORS[name]
+    config = build_config(spec.config_cls, options, owner=f"accelerator {name!r}")
+
+    def fresh():
+        return spec.factory(config)
+
+    contract.check_same_seed_gives_identical_tokens(model, fresh, settings)
+    contract.check_reset_makes_runs_repeatable(model, fresh, settings)
+    contract.check_counts_are_sane(model, fresh, settings, settings.steps)
+    contract.check_finite_logits_and_valid_tokens(model, fresh, settings)

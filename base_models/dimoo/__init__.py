@@ -1,2 +1,3 @@
 """Lumina-DiMOO (Alpha-VLLM/Lumina-DiMOO): a text-to-image MIGM on LLaDA blocks, loaded from a
-local checkpoint folder. Components only; the plugin arrives with the generalised block protocol."""
+local checkpoint folder. The ``dimoo`` base model plugin (``plugin.py``, registered by
+``hooks.py``) builds ``model.DiMOOModel`` from the components here."""

@@ -27,7 +27,7 @@ from base_models.dimoo.llada import LLaDAModel
 from base_models.dimoo.sampler import DiMOOPolicy
 from base_models.dimoo.text import DiMOOTokenizer, image_part, image_positions
 from base_models.dimoo.vqvae import code_offset, decode_codes
-from bench.protocol import SamplingSettings, SequenceLayout
+from bench.protocol import SamplingSettings, SequenceLayout, prompt_conditions
 
 # Lumina-DiMOO's text-to-image defaults (``inference/inference_t2i.py`` / ``config.py``): 64 steps,
 # cfg_scale 4 on every step (no ramp), temperature 1. The MaskGIT-only fields are not used by
@@ -136,7 +136,7 @@ class DiMOOModel:
     # ---- conditions
     def conditions(self, n: int, generator: torch.Generator) -> Tensor:
         """Image i gets prompt i mod len(prompts) (deterministic: the prompt set is the sample)."""
-        return torch.arange(n, device=self.device) % len(self.prompts)
+        return prompt_conditions(n, len(self.prompts)).to(self.device)
 
     def null_conditions(self, cond: Tensor) -> Tensor:
         return torch.full_like(cond, -1)
@@ -145,12 +145,15 @@ class DiMOOModel:
         return torch.full((n, self.num_image_tokens), self.mask_id, dtype=torch.long, device=self.device)
 
     # ---- layout
-    def _row_prompt(self, c: int) -> list[int]:
-        if c < 0:
-            return self._uncond_ids
-        if c >= len(self.prompts):
-            raise IndexError(f"{self.name}: condition {c} is outside the {len(self.prompts)} prompts")
-        return self._prompt_ids[c]
+    def prompt_token_ids(self, cond: Tensor) -> list[list[int]]:
+        """The token ids of each row's prompt (the chat template included; -1: the unconditional
+        prompt), before padding: what the reference tokenises for that row."""
+        out = []
+        for c in cond.tolist():
+            if c >= len(self.prompts):
+                raise IndexError(f"{self.name}: condition {c} is outside the {len(self.prompts)} prompts")
+            out.append(self._uncond_ids if c < 0 else self._prompt_ids[c])
+        return out
 
     def sequence_layout(self, cond: Tensor) -> SequenceLayout:
         """The left-padded sequences of the rows ``cond`` (B,); cached for the last ``cond`` tensor
@@ -165,7 +168,7 @@ class DiMOOModel:
     def _build_layout(self, cond: Tensor) -> tuple[SequenceLayout, Tensor]:
         B, L, Lp, P = cond.shape[0], self.seq_len, self._prompt_len, self.num_image_tokens
         device = cond.device
-        prompts = [self._row_prompt(c) for c in cond.tolist()]
+        prompts = self.prompt_token_ids(cond)
         lengths = torch.tensor([len(p) for p in prompts], device=device)  # (B,)
         prompt_ids = torch.zeros(B, Lp, dtype=torch.long)  # pad id 0, never attended to
         for r, p in enumerate(prompts):
