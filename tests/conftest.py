@@ -1,6 +1,6 @@
 """Shared fixtures: a fresh plugin manager per test (entry points off) with the built-ins
 and the test-only plugin ``bench_test_plugin`` registered explicitly; a tiny fake
-Fashion-MNIST for the training tests."""
+Fashion-MNIST for the training tests; a few real images for the text-to-image ones."""
 
 from __future__ import annotations
 
@@ -30,6 +30,20 @@ def default_manager(manager, monkeypatch) -> PluginManager:
     """``manager`` installed as the process-wide one the CLI uses (restored afterwards)."""
     monkeypatch.setattr(bench.plugins, "_default_manager", manager)
     return manager
+
+
+@pytest.fixture(scope="module")
+def tiny_fashion(request, tmp_path_factory):
+    """An idx folder of real Fashion-MNIST images (``fashion_t2i.testing.write_tiny_fashion``):
+    'train' = test images [0, n), 'test' = [n, 2n), n = the test module's ``N_TINY`` (default
+    32). Skips when the data set is not installed."""
+    from base_models.fashion.data import DatasetMissing
+    from base_models.fashion_t2i.testing import write_tiny_fashion
+
+    try:
+        return write_tiny_fashion(tmp_path_factory.mktemp("fashion"), getattr(request.module, "N_TINY", 32))
+    except DatasetMissing:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
 
 
 @pytest.fixture(autouse=True)

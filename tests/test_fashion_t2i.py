@@ -11,7 +11,7 @@ import re
 import pytest
 import torch
 
-from base_models.fashion.data import DatasetMissing, load_fashion_mnist, to_model_images
+from base_models.fashion.data import load_fashion_mnist, to_model_images
 from base_models.fashion_t2i.captions import (
     CLASS_WORDS,
     POSITION_PHRASES,
@@ -27,18 +27,8 @@ from base_models.fashion_t2i.captions import (
     make_split,
     realise,
 )
-from base_models.fashion_t2i.testing import write_tiny_fashion
 
-N_TINY = 48
-
-
-@pytest.fixture(scope="session")
-def tiny_fashion(tmp_path_factory):
-    """An idx folder: 'train' = test images [0, 48), 'test' = test images [48, 96)."""
-    try:
-        return write_tiny_fashion(tmp_path_factory.mktemp("fashion"), N_TINY)
-    except DatasetMissing:
-        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+N_TINY = 48  # images per split of the conftest's tiny_fashion folder
 
 
 def _labels(n: int, cls, size: str, position: str, tone: str) -> torch.Tensor:

@@ -13,9 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from base_models.fashion.data import DatasetMissing
 from base_models.fashion_t2i.captions import CLASS_WORDS, class_prompt, make_split
-from base_models.fashion_t2i.testing import write_tiny_fashion
 from bench.protocol import GeneratedBatch
 from bench.specs import MetricContext
 
@@ -26,14 +24,6 @@ TINY = {
     "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_fashion(tmp_path_factory):
-    try:
-        return write_tiny_fashion(tmp_path_factory.mktemp("fashion"), 32)
-    except DatasetMissing:
-        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
 
 
 def _run(argv: list[str]) -> int:

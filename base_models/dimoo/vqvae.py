@@ -26,9 +26,26 @@ from base_models.dimoo.checkpoint import CheckpointError, check_keys
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
-def load_vqvae(folder: str | Path, device: torch.device | str = "cpu"):
+def downsampling_factor(config) -> int:
+    """Pixels per image token along each side: 2 ** (len(block_out_channels) - 1) (diffusers'
+    ``Encoder`` downsamples after every block but the last). ``config``: the dict of
+    ``vqvae/config.json`` or a loaded VQModel's ``.config``."""
+    return 2 ** (len(config.get("block_out_channels", (64,))) - 1)
+
+
+def folder_downsampling_factor(folder: str | Path) -> int:
+    """``downsampling_factor`` of ``folder/vqvae/config.json``, read before any weight is loaded."""
+    path = Path(folder) / "vqvae" / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing from the checkpoint folder's vqvae/")
+    return downsampling_factor(json.loads(path.read_text()))
+
+
+def load_vqvae(folder: str | Path, device: torch.device | str = "cpu", factor: int | None = 16):
     """``folder/vqvae`` -> diffusers VQModel in eval mode, float32 on every device as the reference
-    keeps it (needs ``pip install diffusers``)."""
+    keeps it (needs ``pip install diffusers``). ``factor``: the downsampling factor the caller's
+    token grid assumes (Lumina-DiMOO's 16); a decoder with another factor is refused. None:
+    any factor (the caller takes the grid from ``downsampling_factor(model.config)``)."""
     try:
         from diffusers import VQModel
     except ImportError as e:  # pragma: no cover - exercised only without the package
@@ -43,9 +60,9 @@ def load_vqvae(folder: str | Path, device: torch.device | str = "cpu"):
         raise CheckpointError(
             f"{cfg_path}: lookup_from_codebook must be true (codes are decoded via the codebook)"
         )
-    scale = 2 ** (len(cfg.get("block_out_channels", (64,))) - 1)
-    if scale != 16:
-        raise CheckpointError(f"{cfg_path}: the decoder upsamples by {scale}, DiMOO's token grid needs 16")
+    scale = downsampling_factor(cfg)
+    if factor is not None and scale != factor:
+        raise CheckpointError(f"{cfg_path}: the decoder upsamples by {scale}, the token grid needs {factor}")
     model = VQModel.from_config(cfg)
     try:
         with safe_open(str(weights), "pt", device="cpu") as f:
@@ -63,7 +80,8 @@ def codebook_size(vqvae) -> int:
 
 @torch.no_grad()
 def decode_codes(vqvae, codes: Tensor, rows: int, cols: int) -> Tensor:
-    """codes (n, rows * cols) in [0, codebook) -> images (n, C, 16 rows, 16 cols) in [0, 1]."""
+    """codes (n, rows * cols) in [0, codebook) -> images (n, C, f rows, f cols) in [0, 1], f the
+    decoder's ``downsampling_factor``."""
     n = codes.shape[0]
     if codes.shape[1] != rows * cols:
         raise ValueError(f"got {codes.shape[1]} codes per image for a {rows}x{cols} grid")

@@ -4,6 +4,8 @@
     migm-bench train-base maskgit     # MaskTransformer, ~1 h on 2 cores
     migm-bench train-base classifier  # feature network for FID / class accuracy, ~5 min
     migm-bench train-base clip-t2i    # small open_clip CLIP on captioned Fashion-MNIST (text-to-image)
+    migm-bench train-base vqvae-t2i   # diffusers VQModel of the text-to-image default, ~8-13 min
+    migm-bench train-base dimoo-t2i   # LLaDA model in Lumina-DiMOO's checkpoint layout, ~35-52 min
 Each resumes from its checkpoint in --work after a stop and ships safetensors weights.
 """
 
@@ -17,6 +19,8 @@ from base_models.fashion_t2i.commands import add_clip_options
 from bench.hookspecs import hookimpl
 
 WEIGHTS = Path(__file__).parent / "weights"
+# text-to-image trainers: what -> function of base_models.fashion_t2i.commands
+T2I_COMMANDS = {"clip-t2i": "run_clip", "vqvae-t2i": "run_vqvae", "dimoo-t2i": "run_dimoo"}
 
 
 def _out_path(args: argparse.Namespace, work: Path, name: str) -> Path:
@@ -31,10 +35,10 @@ def _out_path(args: argparse.Namespace, work: Path, name: str) -> Path:
 
 def _train_base(args: argparse.Namespace) -> int:
     work = Path(args.work)
-    if args.what == "clip-t2i":
-        from base_models.fashion_t2i.commands import run_clip
+    if args.what in T2I_COMMANDS:
+        from base_models.fashion_t2i import commands
 
-        return run_clip(args)
+        return getattr(commands, T2I_COMMANDS[args.what])(args)
     if args.what == "tokenizer":
         from base_models.fashion.train_tokenizer import TokenizerTrainSettings, train_tokenizer
 
@@ -70,17 +74,25 @@ def _grid(args: argparse.Namespace) -> int:
 @hookimpl
 def register_commands(subparsers):
     p = subparsers.add_parser(
-        "train-base", help="train the embedded defaults' tokenizer / maskgit / classifier / clip-t2i"
+        "train-base",
+        help="train the embedded defaults' tokenizer / maskgit / classifier / clip-t2i / vqvae-t2i / "
+        "dimoo-t2i",
     )
-    p.add_argument("what", choices=["tokenizer", "maskgit", "classifier", "clip-t2i"])
+    p.add_argument("what", choices=["tokenizer", "maskgit", "classifier", *T2I_COMMANDS])
     p.add_argument("--steps", type=int, default=None, help="training steps (epochs for the classifier)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--out", default=None, help="weights file to write (default: <work>/<what>.safetensors)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="weights file to write (default: <work>/<what>.safetensors); *-t2i: a folder (clip-t2i: "
+        "<work>/clip-t2i; vqvae-t2i, dimoo-t2i: the DiMOO checkpoint folder, <work>/dimoo-t2i)",
+    )
     p.add_argument(
         "--ship",
         action="store_true",
-        help="replace the shipped weights in base_models/fashion/weights (and their INTEGRITY.json)",
+        help="replace the shipped weights in base_models/fashion/weights (and their INTEGRITY.json); "
+        "*-t2i: in base_models/fashion_t2i/weights",
     )
     p.add_argument("--tokenizer", default=None, help="tokenizer weights for `maskgit` (default: shipped)")
     p.add_argument("--work", default=".migm-work", help="checkpoints in progress (resume from here)")

@@ -74,10 +74,11 @@ def evaluate(model: VQModel, images: torch.Tensor, batch: int = 500) -> dict[str
 
 def reseed_dead_codes(model: VQModel, usage: torch.Tensor, z: torch.Tensor, gen: torch.Generator) -> int:
     """Move every code unused in ``usage`` (n_embed,) onto a random encoder output of the
-    batch ``z`` (B, embed_dim, h, w). Returns how many codes were dead."""
+    batch ``z`` (B, embed_dim, h, w). Returns how many codes were dead. ``model``: anything whose
+    ``quantize.embedding`` is the codebook (this VQGAN, diffusers' VQModel)."""
     dead = (usage == 0).nonzero().flatten()
     if len(dead):
-        flat = z.detach().permute(0, 2, 3, 1).reshape(-1, model.cfg.embed_dim)  # (B * h * w, embed_dim)
+        flat = z.detach().permute(0, 2, 3, 1).reshape(-1, z.shape[1])  # (B * h * w, embed_dim)
         pick = torch.randint(0, len(flat), (len(dead),), generator=gen)
         model.quantize.embedding.weight.data[dead] = flat[pick]
     return len(dead)

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from base_models.fashion.data import data_hash, load_fashion_mnist
 from base_models.fashion.training import ship_weights
 from base_models.fashion_t2i.captions import CLASS_WORDS, CaptionSet, caption_set, class_prompt, make_split
+from base_models.fashion_t2i.epochs import batch_indices
 from bench.training import load_checkpoint, lr_scheduler, optimizer_step, save_checkpoint, warmup_cosine
 from metrics.clip_score import OpenClipScorer, load_open_clip
 from metrics.common import CLIP_MEAN, CLIP_STD, to_rgb_pixels
@@ -92,14 +93,6 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _batch_indices(n: int, batch_size: int, seed: int, step: int) -> tuple[int, Tensor]:
-    """(epoch, indices) of training step ``step``: epochs of a seeded permutation (resumable)."""
-    per_epoch = max(1, n // batch_size)
-    epoch, k = divmod(step, per_epoch)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
-    return epoch, order[k * batch_size : (k + 1) * batch_size]
-
-
 def train_clip(out: str | Path, work: str | Path, settings: ClipTrainSettings = ClipTrainSettings(),
                data_root=None, config: dict | None = None, log=_log) -> dict:  # fmt: skip
     """Train the CLIP, resuming from ``work``/clip-t2i.ckpt; write the weights and the config
@@ -122,7 +115,7 @@ def train_clip(out: str | Path, work: str | Path, settings: ClipTrainSettings = 
     losses: list[float] = []
     start = time.perf_counter()
     while step < settings.steps:
-        epoch, index = _batch_indices(len(classes), settings.batch_size, settings.seed, step)
+        epoch, index = batch_indices(len(classes), settings.batch_size, settings.seed, step)
         if data is None or data.epoch != epoch:  # a fresh draw of attributes and phrasing per epoch
             data = caption_set(garments, classes, "train", settings.seed, epoch)
         losses.append(_train_step(model, opt, schedule, loss_fn, tokenizer, data.batch(index), config))

@@ -1,6 +1,15 @@
-"""CLI entry of the text-to-image CLIP, to be wired as ``migm-bench train-base clip-t2i``.
+"""CLI entries of the text-to-image default, wired into ``migm-bench train-base``.
 
     migm-bench train-base clip-t2i --ship   # train (~40 min on 2 cores), ship, evaluate
+    migm-bench train-base vqvae-t2i --ship  # diffusers VQModel (~8-13 min): weights/dimoo-t2i/vqvae/
+    migm-bench train-base dimoo-t2i --ship  # LLaDA model (~35-52 min): the rest of weights/dimoo-t2i/
+
+``run_vqvae`` / ``run_dimoo`` write into the checkpoint folder --out (default
+<work>/dimoo-t2i; with --ship ``base_models/fashion_t2i/weights/dimoo-t2i``): the VQ into its
+``vqvae/``, then the transformer, config.json and tokenizer beside it (the VQ read from
+--vqvae, default that same folder), so the two commands with the same --out or --ship leave a
+complete Lumina-DiMOO checkpoint folder: ``--model dimoo:checkpoint=<folder>,resolution=32`` (once the
+``dimoo`` plugin takes its token grid from the VQ's downsampling factor, 4 here).
 
 ``add_clip_arguments(parser)`` adds every option to a parser of its own; a parser that already
 has ``train-base``'s shared options (--out --work --data --steps --batch-size --seed --ship)
@@ -20,15 +29,25 @@ SHIPPED = Path(__file__).parent / "weights"
 
 
 def add_clip_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options only the CLIP has."""
+    """The options only the text-to-image trainers have (clip-t2i, vqvae-t2i, dimoo-t2i)."""
+    p.add_argument("--train-limit", type=int, default=None, help="*-t2i: use only the first n train images")
     p.add_argument(
-        "--train-limit", type=int, default=None, help="clip-t2i: use only the first n train images"
+        "--eval-images",
+        type=int,
+        default=2000,
+        help="clip-t2i, vqvae-t2i: test images to evaluate on (0: skip)",
     )
     p.add_argument(
-        "--eval-images", type=int, default=2000, help="clip-t2i: test images to evaluate on (0: skip)"
+        "--config",
+        default=None,
+        help="*-t2i: model-config JSON (clip-t2i: open_clip's, default CLIP_T2I_CONFIG; vqvae-t2i: diffusers "
+        "VQModel's fields replacing VQVAE_T2I_CONFIG's; dimoo-t2i: LLaDA shape fields replacing "
+        "DIMOO_T2I_SHAPE's)",
     )
     p.add_argument(
-        "--config", default=None, help="clip-t2i: open_clip model-config JSON (default CLIP_T2I_CONFIG)"
+        "--vqvae",
+        default=None,
+        help="dimoo-t2i: folder holding the trained vqvae/ (default: the output folder)",
     )
     return p
 
@@ -54,19 +73,59 @@ def clip_out(args: argparse.Namespace) -> Path:
     return SHIPPED if getattr(args, "ship", False) else Path(args.work) / "clip-t2i"
 
 
-def run_clip(args: argparse.Namespace) -> int:
-    from base_models.fashion_t2i.clip import ClipTrainSettings, evaluate_clip, train_clip
+def checkpoint_out(args: argparse.Namespace) -> Path:
+    """The DiMOO checkpoint folder: --out, else the shipped one with --ship, else <work>/dimoo-t2i."""
+    if args.out:
+        return Path(args.out)
+    return SHIPPED / "dimoo-t2i" if getattr(args, "ship", False) else Path(args.work) / "dimoo-t2i"
 
+
+def _settings(cls, args: argparse.Namespace):
+    """``cls`` (a frozen settings dataclass) with the options given on the command line."""
     given = {
         "steps": args.steps,
         "batch_size": args.batch_size,
         "seed": args.seed,
         "train_limit": args.train_limit,
     }
-    settings = ClipTrainSettings(**{k: v for k, v in given.items() if v is not None})
-    config = json.loads(Path(args.config).read_text()) if args.config else None
+    return cls(**{k: v for k, v in given.items() if v is not None})
+
+
+def _config(args: argparse.Namespace) -> dict | None:
+    return json.loads(Path(args.config).read_text()) if args.config else None
+
+
+def _curve(args: argparse.Namespace, name: str) -> Path | None:
+    """Shipped runs keep their curve with the project's (results/training/); others in --work."""
+    return Path("results/training") / f"{name}.csv" if getattr(args, "ship", False) else None
+
+
+def run_vqvae(args: argparse.Namespace) -> int:
+    from base_models.fashion_t2i.train_vqvae import VQTrainSettings, train_vqvae
+
+    meta = train_vqvae(checkpoint_out(args), args.work, _settings(VQTrainSettings, args), args.data,
+                       _config(args), args.eval_images, _curve(args, "vqvae_t2i"))  # fmt: skip
+    print(json.dumps(meta, indent=1, default=str))
+    return 0
+
+
+def run_dimoo(args: argparse.Namespace) -> int:
+    from base_models.fashion_t2i.train_dimoo import DiMOOTrainSettings, train_dimoo
+
+    out = checkpoint_out(args)
+    vqvae = Path(args.vqvae) if args.vqvae else out
+    meta = train_dimoo(out, vqvae, args.work, _settings(DiMOOTrainSettings, args), args.data, _config(args),
+                       _curve(args, "dimoo_t2i"))  # fmt: skip
+    print(json.dumps(meta, indent=1, default=str))
+    return 0
+
+
+def run_clip(args: argparse.Namespace) -> int:
+    from base_models.fashion_t2i.clip import ClipTrainSettings, evaluate_clip, train_clip
+
+    settings = _settings(ClipTrainSettings, args)
     out = clip_out(args)
-    meta = train_clip(out, args.work, settings, args.data, config)
+    meta = train_clip(out, args.work, settings, args.data, _config(args))
     if args.eval_images > 0:
         meta["evaluation"] = evaluate_clip(out, args.data, images=args.eval_images, seed=settings.seed)
     print(json.dumps(meta, indent=1, default=str))
