@@ -105,8 +105,8 @@ def trained(tiny_fashion, tmp_path_factory):
 
 
 def direct_model(folder: Path, steps: int = 4) -> DiMOOModel:
-    """The folder through the dimoo base model's loaders, the grid from the VQ's factor (what the
-    plugin does once it takes the grid from the VQ, see the xfail below)."""
+    """The folder through the dimoo base model's loaders, the grid from the VQ's factor (as the
+    plugin does)."""
     vq = load_vqvae(folder, factor=None)
     side = 32 // downsampling_factor(vq.config)
     model = DiMOOModel(
@@ -158,13 +158,6 @@ def test_the_folder_samples_through_the_dimoo_model(trained):
     assert float(images.min()) >= 0 and float(images.max()) <= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=CheckpointError,
-    reason="the dimoo plugin takes the token grid as resolution / 16 and loads the VQ with factor=16; "
-    "it must take the grid from the VQ's downsampling factor (4 here) - the lead's change to "
-    "base_models/dimoo/plugin.py (see the t2i-train report); remove this marker then",
-)
 def test_the_dimoo_plugin_loads_and_samples_the_folder(trained):
     from bench.plugins import PluginManager
 

@@ -287,7 +287,10 @@ def net_config_of(net: DiMOOShortcutNet):
 
 def test_train_refuses_a_collection_of_other_prompts(spec, folder, manager, tmp_path, capsys):
     data = tmp_path / "data"
-    assert cli(["shortcut", "collect", "--model", spec, "--images", "2", "--out", str(data), "--no-progress"]) == 0
+    assert (
+        cli(["shortcut", "collect", "--model", spec, "--images", "2", "--out", str(data), "--no-progress"])
+        == 0
+    )
     other = tmp_path / "other.txt"
     other.write_text("a blue cat on the mat\na big red dog under the sky .\nphoto of a small green dog\n")
     other_spec = f"dimoo:checkpoint={folder},prompts={other},resolution=64,steps={STEPS}"
@@ -308,7 +311,9 @@ def test_measured_cost_counts_the_network_at_the_models_layout(model):
     network = call_flops(net.config, model.seq_len, keys, streams=4)
     assert res["shortcut_flops"] - res["head_flops"] == network / 4
     assert cost_cmd.default_out("fashion", "fashion") == "results/default/shortcut_cost.json"
-    assert cost_cmd.default_out("dimoo:checkpoint=x", model.name) == f"results/{model.name}/shortcut_cost.json"
+    assert (
+        cost_cmd.default_out("dimoo:checkpoint=x", model.name) == f"results/{model.name}/shortcut_cost.json"
+    )
 
 
 # ------------------------------------------------------------------ real shapes
@@ -329,7 +334,9 @@ def test_real_shape_cost_on_the_meta_device_matches_the_analytic_count():
     uncond_len, _ = dimoo_seq_len(len(DIMOO_UNCOND_IDS))
     base = [base_forward_flops(DIMOO_8B, n, p, DIMOO_CODEBOOK) for n in (cond_len, uncond_len)]
     assert r["base_blocks"] == sum(b.blocks for b in base) and r["head"] == sum(b.head_image for b in base)
-    assert r["shortcut"] == shortcut_flops(DIMOO_8B, cond_len, 64 + 64) + shortcut_flops(DIMOO_8B, uncond_len, 64)
+    assert r["shortcut"] == shortcut_flops(DIMOO_8B, cond_len, 64 + 64) + shortcut_flops(
+        DIMOO_8B, uncond_len, 64
+    )
     assert round(r["c_flops"], 4) == 0.0300 and round(r["network_vs_blocks"], 4) == 0.0261
 
 

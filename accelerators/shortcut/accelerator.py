@@ -123,7 +123,9 @@ class Shortcut(AcceleratorBase):
             flag = " --no-cross-attention" if VARIANTS[self.config.variant] else ""
             data = f"data/shortcut/{model.name}"
             # a model with its own layout (dimoo) is named after its spec's options, not by a spec
-            spec = model.name if getattr(model, "sequence_layout", None) is None else f"<spec of {model.name}>"
+            spec = (
+                model.name if getattr(model, "sequence_layout", None) is None else f"<spec of {model.name}>"
+            )
             raise ShortcutWeightsNotFound(
                 f"shortcut weights for base model {model.name!r} not found: {path}. Create them with\n"
                 f"  migm-bench shortcut collect --model {spec} --out {data}\n"

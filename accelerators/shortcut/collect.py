@@ -171,7 +171,9 @@ def collect(
     for index, shard in todo:
         start = index * shard_size
         cond = None if all_cond is None else all_cond[start : start + shard["images"]]
-        tensors = collect_shard(model, settings, shard["images"], shard_seed(seed, index), batch_size, bar, cond)
+        tensors = collect_shard(
+            model, settings, shard["images"], shard_seed(seed, index), batch_size, bar, cond
+        )
         path = out / shard["file"]
         meta = {"format": FORMAT, "fingerprint": manifest["fingerprint"], "steps": str(settings.steps),
                 "shard": str(index), "seed": str(seed)}  # fmt: skip
@@ -184,7 +186,9 @@ def collect(
 # --------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
-        "--model", default="fashion", help="base model spec, e.g. fashion, maskgit:config=tiny or dimoo:checkpoint=DIR,prompts=FILE"
+        "--model",
+        default="fashion",
+        help="base model spec, e.g. fashion, maskgit:config=tiny or dimoo:checkpoint=DIR,prompts=FILE",
     )
     parser.add_argument("--steps", type=int, default=0,
                         help="training N (0 = the model's default; the paper uses 15 for MaskGIT)")  # fmt: skip

@@ -187,7 +187,9 @@ class ShardFeatures:
                             for (file, local), s, t in zip(rows, stream, step, strict=True)])  # fmt: skip
 
 
-def load_images(root: str | Path, manifest: dict[str, Any], wanted: list[int], lazy: bool = False) -> Trajectories:
+def load_images(
+    root: str | Path, manifest: dict[str, Any], wanted: list[int], lazy: bool = False
+) -> Trajectories:
     """Load images with global indices ``wanted`` (numbered over the available shards in
     order), reading only the shards that hold them; ``lazy``: leave the features in the files
     (``ShardFeatures``), load the rest."""

@@ -91,7 +91,9 @@ def predict_step(
     runs in its own dtype (``generate_image_shortcut``)."""
     x = net_inputs(model, layout, tokens, cond, revealed)
     dtype = net.ln_f.weight.dtype
-    out = net(prev.to(dtype), x.positions, mask_ratio, x.keys.to(dtype), x.key_positions, x.key_valid, x.valid)
+    out = net(
+        prev.to(dtype), x.positions, mask_ratio, x.keys.to(dtype), x.key_positions, x.key_valid, x.valid
+    )
     return out.to(prev.dtype)
 
 

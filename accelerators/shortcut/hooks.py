@@ -31,8 +31,10 @@ COMMANDS = {
     "train": ("accelerators.shortcut.train", "train the shortcut network on recorded trajectories"),
     "cost": ("accelerators.shortcut.cost", "per-call FLOPs and latency of the shortcut vs a base forward"),
     "overhead": ("accelerators.shortcut.overhead", "the loop's own cost and the shortcut's share of S*"),
-    "dimoo-cost": ("accelerators.shortcut.dimoo_cost",
-                   "DiMOO-Shortcut's per-call FLOPs vs a Lumina-DiMOO 8B forward at its real shapes (no weights)"),
+    "dimoo-cost": (
+        "accelerators.shortcut.dimoo_cost",
+        "DiMOO-Shortcut's per-call FLOPs vs a Lumina-DiMOO 8B forward at its real shapes (no weights)",
+    ),
 }
 
 

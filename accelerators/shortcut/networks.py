@@ -35,7 +35,14 @@ from accelerators.shortcut.weights import (
 from bench.protocol import BaseModel
 
 FAMILIES = ("auto", "maskgit", "dimoo")
-BLOCK_OPTIONS = ("n_heads", "n_kv_heads", "mlp_hidden_size", "rope_theta", "rms_norm_eps", "rope_full_precision")
+BLOCK_OPTIONS = (
+    "n_heads",
+    "n_kv_heads",
+    "mlp_hidden_size",
+    "rope_theta",
+    "rms_norm_eps",
+    "rope_full_precision",
+)
 
 
 # ------------------------------------------------------------------------------ loading

@@ -274,9 +274,11 @@ def _check_data_matches(model: BaseModel, manifest: dict[str, Any], data: str) -
         raise ValueError(f"{data}: feature shape (L={manifest['seq_len']}, D={manifest['dim']}) does not match "
                          f"the base model (L={model.seq_len}, D={model.dim})")  # fmt: skip
     wanted = manifest.get("prompts_sha256")
-    if wanted is not None and prompts_sha256(
-        model, collection_conditions(model, manifest["images"], manifest["seed"])
-    ) != wanted:
+    if (
+        wanted is not None
+        and prompts_sha256(model, collection_conditions(model, manifest["images"], manifest["seed"]))
+        != wanted
+    ):
         raise ValueError(f"{data} was collected from other prompts than the base model's (spec "
                          f"{manifest.get('model_spec')!r}); pass the same prompts= file")  # fmt: skip
 

@@ -7,8 +7,8 @@ reference's ``text_vocab_size``) and the mask is the tokenizer's mask id.
 
 Conditions are (B,) long indices into the model's prompt list (image i gets prompt i mod the
 list's length); -1 is the null condition, the "<uncondition>" prompt. Every row is the sequence
-of Alpha-VLLM/Lumina-DiMOO ``inference/inference_t2i.py``: prompt ids, BOA, BOI, H/16 rows of W/16
-image tokens each followed by a newline, EOI, EOA (``text.build_batch``), left-padded to one
+of Alpha-VLLM/Lumina-DiMOO ``inference/inference_t2i.py``: prompt ids, BOA, BOI, H/f rows of W/f
+image tokens (f the VQ's downsampling factor, 16 for Lumina-DiMOO) each followed by a newline, EOI, EOA (``text.build_batch``), left-padded to one
 length L for every batch of this model (``seq_len``: the longest prompt, the unconditional one
 included, plus the image part); the padding is masked out of attention and the rotary positions
 start at 0 at each row's first real token, so a row's result does not depend on its batch.
@@ -68,7 +68,7 @@ class DiMOOModel:
 
     transformer: the LLaDA model; tokenizer: the folder's; vqvae: the diffusers VQModel (None:
     tokens only, ``decode`` refuses); codebook: V (default: the vqvae's); rows, cols: the token
-    grid (resolution / 16); prompts: the prompt list conditions index into.
+    grid (resolution / f, f the VQ's downsampling factor); prompts: the prompt list conditions index into.
     """
 
     def __init__(

@@ -18,15 +18,15 @@ from base_models.dimoo.checkpoint import INDEX, SINGLE, load_transformer
 from base_models.dimoo.config import read_config
 from base_models.dimoo.model import BUILTIN_PROMPTS, DIMOO_SAMPLING, DiMOOModel, read_prompt_file
 from base_models.dimoo.text import DiMOOTokenizer, grid_of
-from base_models.dimoo.vqvae import WEIGHTS, codebook_size, load_vqvae
+from base_models.dimoo.vqvae import WEIGHTS, codebook_size, folder_downsampling_factor, load_vqvae
 
 
 @dataclass(frozen=True)
 class DiMOOPluginConfig:
     """checkpoint: the local Lumina-DiMOO folder (required).
-    resolution: image side in pixels, a multiple of 16 (token grid resolution / 16 square;
-    Lumina-DiMOO's default 1024). height / width: a non-square size instead (both, multiples of
-    16; 0 = resolution).
+    resolution: image side in pixels, a multiple of the VQ's downsampling factor f (16 for
+    Lumina-DiMOO, read from vqvae/config.json; token grid resolution / f square; Lumina-DiMOO's
+    default 1024). height / width: a non-square size instead (both, multiples of f; 0 = resolution).
     steps: sampling steps N (the reference's 64); cfg: guidance scale s, (1 + s) cond - s uncond
     on every step (4; 0 = no guidance, one stream); temperature: Gumbel-max sampling and re-masking
     noise temperature (1).
@@ -44,13 +44,16 @@ class DiMOOPluginConfig:
     prompts: str = ""
 
 
-def image_size(cfg: DiMOOPluginConfig) -> tuple[int, int]:
-    """(height, width) in pixels from resolution or the height / width pair."""
+def image_size(cfg: DiMOOPluginConfig, factor: int = 16) -> tuple[int, int]:
+    """(height, width) in pixels from resolution or the height / width pair, multiples of the VQ's
+    downsampling ``factor`` (1: only checked positive, before the folder is read)."""
     if bool(cfg.height) != bool(cfg.width):
         raise ValueError("dimoo: give both height and width (or neither: resolution is used)")
     height, width = (cfg.height, cfg.width) if cfg.height else (cfg.resolution, cfg.resolution)
-    if height <= 0 or width <= 0 or height % 16 or width % 16:
-        raise ValueError(f"dimoo: image size {height}x{width} must be positive multiples of 16")
+    if height <= 0 or width <= 0 or height % factor or width % factor:
+        raise ValueError(
+            f"dimoo: image size {height}x{width} must be positive multiples of {factor} (the VQ's downsampling factor)"
+        )
     return height, width
 
 
@@ -85,15 +88,17 @@ def check_folder(folder: str) -> Path:
 
 def build_dimoo(cfg: DiMOOPluginConfig, device: torch.device) -> DiMOOModel:
     """Load the folder onto ``device`` (bfloat16 on a GPU, float32 on the CPU)."""
-    height, width = image_size(cfg)
+    image_size(cfg, factor=1)  # positive sizes, before any file is read
     sampling = sampling_of(cfg)
     prompts = read_prompt_file(cfg.prompts) if cfg.prompts else list(BUILTIN_PROMPTS)
     folder = check_folder(cfg.checkpoint)
-    rows, cols = grid_of(height, width)
+    factor = folder_downsampling_factor(folder)  # 16 for Lumina-DiMOO, 4 for the fashion-t2i default
+    height, width = image_size(cfg, factor)
+    rows, cols = grid_of(height, width, factor)
     record = {"source": cfg.prompts or "built-in", "count": len(prompts)}
     tokenizer = DiMOOTokenizer(folder)
     transformer = load_transformer(folder, device, cfg=read_config(folder))
-    vqvae = load_vqvae(folder, device)
+    vqvae = load_vqvae(folder, device, factor=factor)
     model = DiMOOModel(transformer, tokenizer, vqvae, codebook_size(vqvae), rows, cols, prompts,
                        name=f"dimoo-{height}x{width}", default_sampling=sampling, prompt_record=record)  # fmt: skip
     # refuse too many steps now, not at the first batch
