@@ -74,7 +74,7 @@ from bench.sweep import (
     resolve_device,
     spec_string,
 )
-from bench.timing import keep_freed_memory, timing_threads
+from bench.timing import timing_threads
 
 __all__ = [  # the names other modules import from here
     "DEFAULT_REFERENCE",
@@ -194,9 +194,6 @@ class Runner:
             raise SweepError(str(err)) from None
         if existed:
             self._check_compatible(store.read_run_info(), store)  # cheap refusals before any loading
-        # before anything is allocated: no configuration pays for re-faulting memory the
-        # allocator gave back while another ran (bench.timing.keep_freed_memory)
-        keep_freed_memory()
         with timing_threads(self.sweep.threads):  # every row of this invocation records the count
             return self._run(store, existed)
 
