@@ -172,15 +172,21 @@ class MLCache(PartialStepCache):
         refresh = is_refresh_step(ctx.step, ctx.num_steps, cfg.warmup_ratio, cfg.refresh_interval)
         sequence = self.scope(model) == "sequence"
         if refresh or self._logits is None:
-            out = self.cached_full_step(model, ctx)
-            if sequence:
-                self._seq_logits = model.sequence_logits(out.features)  # (B, L, V)
-            return out
+            return self._sequence_full_step(model, ctx) if sequence else self.cached_full_step(model, ctx)
         if sequence:
             return self._sequence_step(model, ctx)
         count = recompute_count(model.num_image_tokens, cfg.cache_ratio)
         image_pos = least_confident_positions(self._logits, count)  # (B, count)
         return self.partial_step(model, ctx, image_pos, cfg.recompute_condition)
+
+    def _sequence_full_step(self, model: BaseModel, ctx: StepContext) -> StepOutput:
+        """Scope "sequence": a counted full forward that refills the K/V, the feature cache and
+        the logit cache of every position; the step's logits are its image rows (the head runs
+        once over the sequence, as in the partial steps)."""
+        features, self._kv = self.full_forward(model, ctx)  # (B, L, D)
+        self._seq_logits = model.sequence_logits(features)  # (B, L, V)
+        self._features, self._logits = features, image_rows(self.layout(model, ctx), self._seq_logits)
+        return StepOutput(logits=self._logits, features=features)
 
     def _sequence_step(self, model: BaseModel, ctx: StepContext) -> StepOutput:
         """Scope "sequence": recompute the least confident positions of the whole sequence; their
