@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # imported where used: the CLI imports this module at start-up
     import pandas as pd
 
-from bench.config import DEFAULT_TIMING_THREADS
+from bench.config import DEFAULT_SPEEDUP_ESTIMATOR, DEFAULT_TIMING_THREADS
 
 AGREEMENT = 0.10  # the noise check passes when every speed-up moves less than this under load
 REFERENCE_RUN = Path(__file__).resolve().parent.parent / "results" / "reference-cpu"
@@ -129,6 +129,7 @@ def noise_check(args: argparse.Namespace, manager) -> int:
         sweep = Sweep(
             model=args.model or "fashion", accelerators=list(specs), images=args.images, batch_size=args.batch_size,
             replicates=args.rounds, metrics=metrics, name=name, out=str(out), device=args.device, threads=args.threads,
+            speedup_estimator=args.speedup_estimator,
         )  # fmt: skip
         print(f"noise check: {name} run -> {out / name}", flush=True)
         command = ["migm-bench", "noise-check", name]
@@ -144,8 +145,43 @@ def noise_check(args: argparse.Namespace, manager) -> int:
     within = int((rows["difference"].abs() <= AGREEMENT).sum())
     verdict = "PASS" if within == len(rows) and len(rows) else "FAIL"
     print(f"{verdict}: {within} of {len(rows)} speed-ups agree within {100 * AGREEMENT:.0f} % "
-          f"(largest difference {100 * worst:.1f} %); results in {out}")  # fmt: skip
+          f"(largest difference {100 * worst:.1f} %; --speedup-estimator {args.speedup_estimator}); "
+          f"results in {out}")  # fmt: skip
+    for line in estimator_agreement(runs["quiet"], runs["hog"]):
+        print(line)
     return 0 if verdict == "PASS" else 1
+
+
+def paired_latencies(run_dir: Path) -> dict[tuple[str, str], tuple[list[float], list[float]]]:
+    """(accelerator, config_tag) -> (reference times, own times) per round, from measurements.csv."""
+    import pandas as pd
+
+    m = pd.read_csv(run_dir / "measurements.csv", keep_default_na=False, na_values=[""])
+    m = m[m["metric"].isin(["latency_s_per_image", "vanilla_latency_s_per_image"])]
+    out = {}
+    for (acc, tag), rows in m.groupby(["accelerator", "config_tag"]):
+        wide = rows.pivot_table(index="replicate", columns="metric", values="value").dropna()
+        if {"latency_s_per_image", "vanilla_latency_s_per_image"} <= set(wide.columns):
+            out[(acc, str(tag))] = (wide["vanilla_latency_s_per_image"].tolist(), wide["latency_s_per_image"].tolist())
+    return out
+
+
+def estimator_agreement(quiet: Path, hog: Path) -> list[str]:
+    """One line per speed-up estimator (``bench.stats``): how many speed-ups of the two runs
+    agree within ``AGREEMENT`` had the run used it, recomputed from the same timed rounds."""
+    from bench import stats
+
+    a, b = paired_latencies(quiet), paired_latencies(hog)
+    keys = [k for k in a if k in b]
+    lines = []
+    for name in stats.SPEEDUP_ESTIMATORS:
+        diff = [abs(stats.speedup(*b[k], name).value / stats.speedup(*a[k], name).value - 1) for k in keys]
+        diff = [d for d in diff if math.isfinite(d)]
+        if diff:
+            within = sum(d <= AGREEMENT for d in diff)
+            lines.append(f"  same rounds, --speedup-estimator {name}: {within} of {len(diff)} within "
+                         f"{100 * AGREEMENT:.0f} % (largest {100 * max(diff):.1f} %)")  # fmt: skip
+    return lines
 
 
 def add_noise_check_arguments(parser: argparse.ArgumentParser) -> None:
@@ -173,6 +209,9 @@ def add_noise_check_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto")
     add_threads_argument(parser)
+    from bench.run_command import add_estimator_argument
+
+    add_estimator_argument(parser, default=DEFAULT_SPEEDUP_ESTIMATOR)
     parser.add_argument("--no-progress", action="store_true")
 
 

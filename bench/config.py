@@ -23,6 +23,10 @@ DEFAULT_REFERENCE = "vanilla"  # the accelerator speed-ups and "vs vanilla" metr
 # vanilla's large matmuls and shifts their speed-ups. One thread gives up absolute speed
 # for speed-ups that stay put under load (the noise check, ``migm-bench noise-check``).
 DEFAULT_TIMING_THREADS = 1
+# How a speed-up is estimated from the paired rounds (``bench.stats.SPEEDUP_ESTIMATORS``):
+# the median of the per-round ratios, or the ratio of the fastest rounds (``min``).
+SPEEDUP_ESTIMATORS = ("median-ratio", "min")
+DEFAULT_SPEEDUP_ESTIMATOR = "median-ratio"
 
 T = TypeVar("T")
 

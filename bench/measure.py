@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import stats
+from bench.config import DEFAULT_SPEEDUP_ESTIMATOR
 from bench.contestant import ConfigRun, SamplingSetup
 from bench.guards import error_line
 from bench.metric_set import AGAINST_REFERENCE, MetricSet, no_reference
@@ -69,11 +70,13 @@ class Measurer:
         reference_key: ConfigKey,
         environment: dict[str, Any],
         batch_size: int,
+        speedup_estimator: str = DEFAULT_SPEEDUP_ESTIMATOR,
     ) -> None:
         self.setup, self.store, self.base_model, self.metrics = setup, store, base_model, metrics
         self.reference_key = reference_key
         self.environment = environment  # the columns of the invocation that timed the rows
         self.batch_size = batch_size
+        self.speedup_estimator = speedup_estimator  # bench.stats.SPEEDUP_ESTIMATORS
         self.reference_times: list[float] | None = None
         self.reference_outputs: GeneratedBatch | None = None
         self._reference_flops: float | None = None
@@ -180,7 +183,7 @@ class Measurer:
             speedup = stats.Estimate(math.nan)
             ref_latency = math.nan
         else:
-            speedup = stats.paired_speedup(ref_times, run.latencies, seed=seed)
+            speedup = stats.speedup(ref_times, run.latencies, self.speedup_estimator, seed=seed)
             ref_latency = median(ref_times)
         if run.key == self.reference_key:
             self._reference_flops = flops
@@ -198,6 +201,7 @@ class Measurer:
             "speedup": speedup.value,
             "speedup_ci_low": speedup.low,
             "speedup_ci_high": speedup.high,
+            "speedup_estimator": self.speedup_estimator,
             "vanilla_latency_s_median": ref_latency,
             "flop_speedup": flop_speedup,
             "saving_realised": stats.saving_realised(speedup.value, flop_speedup),

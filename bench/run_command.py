@@ -12,7 +12,13 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from bench.config import DEFAULT_REFERENCE, DEFAULT_TIMING_THREADS, suggest
+from bench.config import (
+    DEFAULT_REFERENCE,
+    DEFAULT_SPEEDUP_ESTIMATOR,
+    DEFAULT_TIMING_THREADS,
+    SPEEDUP_ESTIMATORS,
+    suggest,
+)
 from bench.guards import load_sweep_yaml
 from bench.plugins import PluginManager
 
@@ -30,7 +36,7 @@ DEFAULT_RUN = {"name": "default", "images": 250, "batch_size": 25}
 # Flags that change what the default benchmark measures: given any of them without --name,
 # the run gets a name derived from its settings, so results/default keeps one sweep.
 _SETTING_FLAGS = ("steps", "images", "batch_size", "seed", "replicates", "warmup", "metrics", "limit",
-                  "reference", "prompts")  # fmt: skip
+                  "reference", "prompts", "speedup_estimator")  # fmt: skip
 
 
 def default_model() -> str:
@@ -63,6 +69,7 @@ _YAML_KEYS = (
     "reference",
     "threads",
     "prompts",
+    "speedup_estimator",
 )
 
 
@@ -130,6 +137,7 @@ def sweep_from_args(args: argparse.Namespace, manager: PluginManager) -> Sweep:
         "reference": args.reference,
         "threads": args.threads,
         "prompts": args.prompts,
+        "speedup_estimator": args.speedup_estimator,
         "metrics": None
         if args.metrics is None
         else [m.strip() for m in args.metrics.split(",") if m.strip()],
@@ -224,6 +232,17 @@ def _sweep_default(key: str) -> Any:
     return next(f.default for f in dataclasses.fields(Sweep) if f.name == key)
 
 
+def add_estimator_argument(p: argparse.ArgumentParser, default: str | None) -> None:
+    """``--speedup-estimator`` (``bench.stats``); default None: the sweep's (or the YAML file's)."""
+    p.add_argument(
+        "--speedup-estimator",
+        choices=SPEEDUP_ESTIMATORS,
+        default=default,
+        help=f"speed-up from the paired rounds: median-ratio (the median of per-round ratios) or min (fastest "
+        f"round over fastest round, the least disturbed on a shared machine) (default {DEFAULT_SPEEDUP_ESTIMATOR})",
+    )
+
+
 def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of ``migm-bench run``; their help states the defaults a bare run really uses."""
     p.add_argument("--config", metavar="YAML", help="sweep file; flags override its keys")
@@ -266,6 +285,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "once; --limit: one per batch)",
     )
     p.add_argument("--warmup", type=int, help=f"untimed warm-up batches (default {_sweep_default('warmup')})")
+    add_estimator_argument(p, default=None)
     p.add_argument(
         "--threads",
         type=int,

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from bench.config import config_tag
+from bench.config import DEFAULT_SPEEDUP_ESTIMATOR, config_tag
 from bench.contestant import ConfigRun, SamplingSetup
 from bench.guards import GuardError, check_run_folder, error_line, remove_if_unused
 from bench.interleave import run_rounds
@@ -94,8 +94,8 @@ __all__ = [  # the names other modules import from here
 # Sweep fields that must match to resume (add to) an existing run, and the value a run.json
 # written before a field existed stands for.
 _COMPAT_FIELDS = ("model", "steps", "seed", "images", "batch_size", "metrics", "replicates", "warmup",
-                  "device", "reference", "prompts")  # fmt: skip
-_COMPAT_BEFORE = {"reference": f"{DEFAULT_REFERENCE}:default"}
+                  "device", "reference", "prompts", "speedup_estimator")  # fmt: skip
+_COMPAT_BEFORE = {"reference": f"{DEFAULT_REFERENCE}:default", "speedup_estimator": DEFAULT_SPEEDUP_ESTIMATOR}
 
 
 class Runner:
@@ -183,6 +183,7 @@ class Runner:
             "device": str(self.device),
             "reference": ":".join(self.reference_key),
             "prompts": self.prompts_id,
+            "speedup_estimator": self.sweep.speedup_estimator,
         }
 
     # ----------------------------------------------------------------------- run
@@ -351,7 +352,7 @@ class Runner:
                    self.progress)  # fmt: skip
 
         measurer = Measurer(setup, store, self.sweep.model, self.metrics, self.reference_key,
-                            self.invocation_env, self.batch_size)  # fmt: skip
+                            self.invocation_env, self.batch_size, self.sweep.speedup_estimator)  # fmt: skip
         ref_run = runs[self.reference_key]
         measurer.reference_times = ref_run.latencies if ref_run.error is None else None
         if reference not in pending and finished.get(self.reference_key) in ("ok", "partial"):

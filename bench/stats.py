@@ -3,7 +3,11 @@
 * Speed-ups come from *paired* rounds (``bench.interleave``): in round j every configuration
   timed one batch, so r_j = vanilla's time / the configuration's time shares that round's
   machine load. The speed-up is the median of the r_j; its 95 % interval is the percentile
-  bootstrap over rounds (Efron & Tibshirani 1993, ch. 13).
+  bootstrap over rounds (Efron & Tibshirani 1993, ch. 13). The named option ``min``
+  (``--speedup-estimator min``) takes min_j vanilla / min_j configuration instead: timing
+  noise on a shared machine only ever adds time, so the fastest round is the one least
+  disturbed (Chen & Revels 2016, "Robust benchmarking in noisy environments", the estimator of
+  Julia's BenchmarkTools); its interval is the same bootstrap over paired rounds.
 * Quality metrics that are means over images (PSNR / SSIM / token agreement vs vanilla,
   class accuracy) get the percentile bootstrap of the mean over images; set-level metrics
   (FID, KID, Inception score) get value +- 1.96 x the bootstrap standard deviation over
@@ -24,6 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from bench.config import DEFAULT_SPEEDUP_ESTIMATOR
 
 LEVEL = 0.95  # two-sided interval level
 RESAMPLES = 2000  # bootstrap resamples for cheap statistics (medians, means)
@@ -82,11 +88,44 @@ def _mean(a: np.ndarray) -> np.ndarray:
 
 def paired_speedup(reference: Sequence[float], times: Sequence[float], seed: int = 0) -> Estimate:
     """Median over rounds of reference_j / times_j, with its bootstrap interval over rounds."""
+    ref, own = _paired(reference, times)
+    return bootstrap(ref / own, _median, seed=seed)
+
+
+def _paired(reference: Sequence[float], times: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The rounds where both times are finite and positive, as two aligned arrays."""
     ref, own = np.asarray(reference, dtype=float), np.asarray(times, dtype=float)
     if ref.shape != own.shape:
         raise ValueError(f"paired times differ in length: {ref.shape} vs {own.shape}")
-    ok = np.isfinite(ref) & np.isfinite(own) & (own > 0)
-    return bootstrap(ref[ok] / own[ok], _median, seed=seed)
+    ok = np.isfinite(ref) & np.isfinite(own) & (own > 0) & (ref > 0)
+    return ref[ok], own[ok]
+
+
+def min_speedup(reference: Sequence[float], times: Sequence[float], seed: int = 0) -> Estimate:
+    """min_j reference_j / min_j times_j, with the percentile bootstrap over paired rounds
+    (round j's two times resampled together, as ``paired_speedup``)."""
+    ref, own = _paired(reference, times)
+    if ref.size == 0:
+        return Estimate(math.nan)
+    point = float(ref.min() / own.min())
+    if ref.size == 1:
+        return Estimate(point, point, point)
+    rows = resample_indices(ref.size, RESAMPLES, seed)  # (R, n): the same rounds for both
+    low, high = _percentiles(ref[rows].min(axis=1) / own[rows].min(axis=1))
+    return Estimate(point, low, high)
+
+
+# --speedup-estimator (names: bench.config.SPEEDUP_ESTIMATORS): (reference, times, seed) -> Estimate
+SPEEDUP_ESTIMATORS: dict[str, Callable[..., Estimate]] = {"median-ratio": paired_speedup, "min": min_speedup}
+
+
+def speedup(
+    reference: Sequence[float], times: Sequence[float], estimator: str = DEFAULT_SPEEDUP_ESTIMATOR, seed: int = 0
+) -> Estimate:
+    """The speed-up of ``times`` over ``reference`` (paired per round) by ``estimator``."""
+    if estimator not in SPEEDUP_ESTIMATORS:
+        raise ValueError(f"unknown speed-up estimator {estimator!r}; choose one of {', '.join(SPEEDUP_ESTIMATORS)}")
+    return SPEEDUP_ESTIMATORS[estimator](reference, times, seed=seed)
 
 
 def median_interval(values: Sequence[float], seed: int = 0) -> Estimate:

@@ -6,7 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bench.config import DEFAULT_REFERENCE, DEFAULT_ROUNDS, DEFAULT_TIMING_THREADS, config_tag
+from bench.config import (
+    DEFAULT_REFERENCE,
+    DEFAULT_ROUNDS,
+    DEFAULT_SPEEDUP_ESTIMATOR,
+    DEFAULT_TIMING_THREADS,
+    SPEEDUP_ESTIMATORS,
+    config_tag,
+)
 from bench.guards import GuardError, check_run_name, flatten_name
 from bench.plugins import PluginManager, get_manager
 from bench.results import ConfigKey
@@ -56,6 +63,9 @@ class Sweep:
         prompt per line; resolved by the ``resolve_prompts`` hook and handed to the base model
         (``bench.protocol.use_prompts``), image i gets prompt i mod their count. None: the
         model's own conditions (a text-to-image model's default prompts).
+    speedup_estimator: how the paired rounds give a speed-up (``--speedup-estimator``,
+        ``bench.stats``): ``median-ratio`` (default: the median of the per-round ratios) or
+        ``min`` (fastest round over fastest round, the least disturbed on a shared machine).
     """
 
     model: str
@@ -76,8 +86,13 @@ class Sweep:
     reference: str = DEFAULT_REFERENCE
     threads: int = DEFAULT_TIMING_THREADS
     prompts: str | None = None
+    speedup_estimator: str = DEFAULT_SPEEDUP_ESTIMATOR
 
     def validate(self) -> None:
+        if self.speedup_estimator not in SPEEDUP_ESTIMATORS:
+            raise SweepError(
+                f"unknown speed-up estimator {self.speedup_estimator!r}; choose one of {', '.join(SPEEDUP_ESTIMATORS)}"
+            )
         for key in ("images", "batch_size", "replicates"):
             if getattr(self, key) < 1:
                 raise SweepError(f"{key} must be >= 1, got {getattr(self, key)}")
@@ -188,4 +203,6 @@ def derived_run_name(
         name += f"-ref-{sweep.reference}"
     if prompts_sha:
         name += f"-prompts{prompts_sha[:8]}"
+    if sweep.speedup_estimator != DEFAULT_SPEEDUP_ESTIMATOR:
+        name += f"-{sweep.speedup_estimator}"
     return flatten_name(name)

@@ -191,11 +191,18 @@ def test_noise_check_runs_quiet_and_loaded_and_compares(default_manager, tmp_pat
     )
     diff = hog.loc["steps=3", "speedup"] / quiet.loc["steps=3", "speedup"] - 1
     assert f"{100 * diff:+.1f} %" in row and f"{quiet.loc['steps=3', 'speedup']:.2f}x" in row
-    verdict = out.strip().splitlines()[-1]
+    verdict = next(line for line in out.splitlines() if line.startswith(("PASS", "FAIL")))
     assert (
         verdict.startswith("PASS" if status == 0 else "FAIL")
         and "of 2 speed-ups agree within 10 %" in verdict
+        and "--speedup-estimator median-ratio" in verdict
     )
+    # the same rounds under every estimator; the run's own one reproduces the verdict's count
+    within = verdict.split(":")[1].split(" of ")[0].strip()
+    by_estimator = {line.split("--speedup-estimator ")[1].split(":")[0]: line for line in out.splitlines()
+                    if line.startswith("  same rounds")}  # fmt: skip
+    assert set(by_estimator) == {"median-ratio", "min"}
+    assert by_estimator["median-ratio"].split(": ")[1].startswith(f"{within} of 2 within 10 %")
 
 
 def test_cpu_hog_runs_while_the_block_runs():

@@ -153,6 +153,30 @@ def test_resumed_sweep_pairs_new_configurations_with_vanilla_timed_in_the_same_i
     assert s.loc["steps=6", "timing"] in ("ok", "unstable") and "load_avg_start" in s.columns
 
 
+def test_min_estimator_run_records_it_and_refuses_to_resume_under_the_other(manager, tmp_path):
+    """``--speedup-estimator min``: each row's speed-up is min(vanilla's rounds) / min(its own),
+    the row and run.json say so, and resuming that run with the default estimator is refused
+    (its rows would mix two estimators)."""
+    sweep = tiny_sweep(tmp_path, ["few-step:steps=4"], metrics=["same_tokens"])
+    sweep.speedup_estimator = "min"
+    run_dir = run_sweep(sweep, manager=manager, progress=False)
+    store = RunStore(run_dir)
+    s = store.summary().set_index("config_tag")
+    m = store.measurements()
+    rows = m[m.config_tag == "steps=4"].sort_values("replicate")
+    own = rows[rows.metric == "latency_s_per_image"].value.to_numpy()
+    ref = rows[rows.metric == "vanilla_latency_s_per_image"].value.to_numpy()
+    assert s.loc["steps=4", "speedup"] == pytest.approx(ref.min() / own.min())
+    assert set(s["speedup_estimator"]) == {"min"}
+    assert json.loads(store.run_json.read_text())["compat"]["speedup_estimator"] == "min"
+    sweep.speedup_estimator = "median-ratio"
+    with pytest.raises(SweepError, match="speedup_estimator 'min' -> 'median-ratio'"):
+        run_sweep(sweep, manager=manager, progress=False)
+    sweep.speedup_estimator = "mean"
+    with pytest.raises(SweepError, match="unknown speed-up estimator 'mean'"):
+        run_sweep(sweep, manager=manager, progress=False)
+
+
 def test_rerun_of_a_finished_sweep_does_not_regenerate_vanilla(manager, tmp_path):
     """Nothing left to run: vanilla's outputs (needed only by pending configurations) are not
     reloaded, and not regenerated when their file is gone (e.g. a fresh clone of a run)."""
