@@ -162,7 +162,10 @@ def paired_latencies(run_dir: Path) -> dict[tuple[str, str], tuple[list[float], 
     for (acc, tag), rows in m.groupby(["accelerator", "config_tag"]):
         wide = rows.pivot_table(index="replicate", columns="metric", values="value").dropna()
         if {"latency_s_per_image", "vanilla_latency_s_per_image"} <= set(wide.columns):
-            out[(acc, str(tag))] = (wide["vanilla_latency_s_per_image"].tolist(), wide["latency_s_per_image"].tolist())
+            out[(acc, str(tag))] = (
+                wide["vanilla_latency_s_per_image"].tolist(),
+                wide["latency_s_per_image"].tolist(),
+            )
     return out
 
 

@@ -120,11 +120,16 @@ SPEEDUP_ESTIMATORS: dict[str, Callable[..., Estimate]] = {"median-ratio": paired
 
 
 def speedup(
-    reference: Sequence[float], times: Sequence[float], estimator: str = DEFAULT_SPEEDUP_ESTIMATOR, seed: int = 0
+    reference: Sequence[float],
+    times: Sequence[float],
+    estimator: str = DEFAULT_SPEEDUP_ESTIMATOR,
+    seed: int = 0,
 ) -> Estimate:
     """The speed-up of ``times`` over ``reference`` (paired per round) by ``estimator``."""
     if estimator not in SPEEDUP_ESTIMATORS:
-        raise ValueError(f"unknown speed-up estimator {estimator!r}; choose one of {', '.join(SPEEDUP_ESTIMATORS)}")
+        raise ValueError(
+            f"unknown speed-up estimator {estimator!r}; choose one of {', '.join(SPEEDUP_ESTIMATORS)}"
+        )
     return SPEEDUP_ESTIMATORS[estimator](reference, times, seed=seed)
 
 
