@@ -1,8 +1,9 @@
 """The text-to-image metrics and prompt sets as a plugin (entry point ``t2i-metrics``).
 
-Registers the opt-in metrics ``clip_score`` (``metrics.clip_score``) and ``image_reward``
-(``metrics.image_reward``), each with a cheap availability check (``migm-bench ls`` shows why
-one is unavailable; a run asking for it fails at start-up with that reason), the prompt sets
+Registers the opt-in metrics ``clip_score`` (``metrics.clip_score``; with the base model's own
+CLIP when it has one) and ``image_reward`` (``metrics.image_reward``), each with a cheap
+availability check (``migm-bench ls`` shows why one is unavailable; a run asking for it fails
+at start-up with that reason), the prompt sets
 (``resolve_prompts`` hook: what ``migm-bench run --prompts SPEC`` hands a text-to-image base
 model; the shipped sets and user prompt files of ``metrics.prompts``), and the command
 
@@ -39,6 +40,13 @@ def _clip_score_check():
     return clip_score_unavailable()
 
 
+def _clip_score_model_check(model):
+    """Without $MIGM_CLIP_WEIGHTS: can the base model's own CLIP (``clip_weights()``) serve?"""
+    from metrics.clip_score import clip_score_unavailable
+
+    return clip_score_unavailable(model)
+
+
 def _image_reward_check():
     from metrics.image_reward import image_reward_unavailable
 
@@ -50,7 +58,8 @@ def register_metrics(register):
     from metrics.clip_score import CLIP_SCORE_INFO
     from metrics.image_reward import IMAGE_REWARD_INFO
 
-    register(MetricSpec(CLIP_SCORE_INFO, _clip_score_factory, default=False, check=_clip_score_check))
+    register(MetricSpec(CLIP_SCORE_INFO, _clip_score_factory, default=False, check=_clip_score_check,
+                        model_check=_clip_score_model_check))  # fmt: skip
     register(MetricSpec(IMAGE_REWARD_INFO, _image_reward_factory, default=False, check=_image_reward_check))
 
 
