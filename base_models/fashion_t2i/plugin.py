@@ -142,7 +142,9 @@ def checkpoint_folder(cfg: FashionT2IConfig) -> Path:
     """The checkpoint folder, or a one-line FileNotFoundError naming the commands that make it."""
     folder = Path(cfg.checkpoint).expanduser() if cfg.checkpoint else CHECKPOINT
     if not folder.is_dir():
-        raise FileNotFoundError(f"{NAME}: no checkpoint folder {folder}; the shipped one is made by {MAKE_CHECKPOINT}")
+        raise FileNotFoundError(
+            f"{NAME}: no checkpoint folder {folder}; the shipped one is made by {MAKE_CHECKPOINT}"
+        )
     return folder
 
 
