@@ -9,6 +9,7 @@ model; the shipped sets and user prompt files of ``metrics.prompts``), and the c
 
     migm-bench prompts                      the shipped sets with their categories
     migm-bench prompts SPEC [--json]        the prompts a spec selects, e.g. parti:category=Animals,limit=20
+                                            (or a set of another plugin: fashion-t2i:split=heldout,limit=20)
 
 Heavy packages (open_clip, ImageReward) are imported only when a metric is built.
 """
@@ -64,7 +65,6 @@ def register_metrics(register):
 
 
 def _prompts(args: argparse.Namespace) -> int:
-    from bench.cli import CLIError
     from metrics.prompts import SETS, PromptSpecError, categories, load_prompts
 
     if args.spec is None:
@@ -78,8 +78,8 @@ def _prompts(args: argparse.Namespace) -> int:
         return 0
     try:
         selection = load_prompts(args.spec)
-    except PromptSpecError as err:
-        raise CLIError(str(err)) from None
+    except PromptSpecError:
+        return _print_plugin_prompts(args.spec, args.json)  # a set of another plugin, or the same error
     if args.json:
         print(json.dumps({**selection.record(), "prompts": selection.prompts}, indent=1))
         return 0
@@ -90,6 +90,25 @@ def _prompts(args: argparse.Namespace) -> int:
     for i, item in enumerate(selection.items):
         label = item.label("category")
         print(f"{i}\t{label}\t{item.text}" if label else f"{i}\t{item.text}")
+    return 0
+
+
+def _print_plugin_prompts(spec: str, as_json: bool) -> int:
+    """The prompts of a set another plugin owns (``resolve_prompts`` hook, e.g. the fashion-t2i
+    captions), as ``migm-bench run --prompts`` resolves them; its one-line error otherwise."""
+    from bench.cli import CLIError
+    from bench.plugins import get_manager
+
+    try:
+        prompts, record = get_manager().resolve_prompts(spec)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    if as_json:
+        print(json.dumps({**record, "prompts": prompts}, indent=1))
+        return 0
+    print(f"# {spec}: {len(prompts)} prompts, {json.dumps(record)}")
+    for i, text in enumerate(prompts):
+        print(f"{i}\t{text}")
     return 0
 
 

@@ -140,6 +140,16 @@ def test_the_named_prompt_set_gives_the_captions_of_a_split(builtins, data):
     assert builtins.resolve_prompts("parti:limit=2")[1]["count"] == 2  # the catch-all still answers the rest
 
 
+def test_migm_bench_prompts_lists_the_named_set(builtins, data, capsys):
+    assert main(["prompts", "fashion-t2i:split=test,limit=3", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["prompts"] == captions("test", n=3) and shown["split"] == "test"
+    assert main(["prompts", "fashion-t2i:split=x"]) == 2
+    assert "unknown split 'x'" in capsys.readouterr().err
+    assert main(["prompts", "nothing"]) == 2
+    assert "unknown prompt set 'nothing'" in capsys.readouterr().err
+
+
 def test_run_prompts_takes_the_named_set(builtins, data, weights, tmp_path):
     run = Sweep(model=spec(weights, steps=2), accelerators=[], images=3, batch_size=3, metrics=["token_agreement"],
                 replicates=1, warmup=0, out=str(tmp_path), name="p", device="cpu",
@@ -214,7 +224,9 @@ def test_the_variable_wins_over_the_models_clip(builtins, data, weights, monkeyp
     assert ClipScoreConfig.from_env(model).weights == "/elsewhere/clip.safetensors"
 
 
-def test_clip_score_is_refused_at_start_up_for_a_model_without_a_clip(builtins, data, weights, tmp_path):
+def test_clip_score_is_refused_at_start_up_for_a_model_without_a_clip(
+    builtins, data, weights, tmp_path, capsys
+):
     from base_models.dimoo.testing import write_tiny_checkpoint
 
     checkpoint = write_tiny_checkpoint(tmp_path / "dimoo")
@@ -228,6 +240,12 @@ def test_clip_score_is_refused_at_start_up_for_a_model_without_a_clip(builtins, 
     missing = Sweep(**{**run.__dict__, "model": spec((weights[0], tmp_path / "no-clip"), steps=2)})
     with pytest.raises(SweepError, match="the CLIP of base model 'fashion-t2i' is missing: .*no-clip"):
         run_sweep(missing, manager=builtins, progress=False)
+    assert main(["ls"]) == 0  # the reason, and that a base model can supply the weights
+    line = next(
+        line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("clip_score")
+    )
+    assert "UNAVAILABLE: clip_score needs local CLIP weights" in line
+    assert line.endswith("(unless the base model supplies it)")
 
 
 # ------------------------------------------------------------------------ a run
