@@ -78,6 +78,7 @@ def cmd_ls(args: argparse.Namespace, manager: PluginManager) -> int:
         reason = s.unavailable()
         if reason:
             what += f"; UNAVAILABLE: {reason}"
+            what += " (unless the base model supplies it)" if s.model_check is not None else ""
         rows.append([n, f"[{s.provider}]", what])
     lines += _table(rows)
     if manager.broken:  # entry points that failed to load or register: skipped, with the reason

@@ -40,13 +40,21 @@ class MetricSet:
         self.objects: dict[str, Any] = {}
         self.skipped: dict[str, str] = {}  # name -> why it has no value in this run
         self.cache: dict[str, Any] = {}  # MetricContext.cache, shared by all configurations
+        self.ask_model: list[str] = []  # unavailable here unless the base model supplies what they need
         for name in self.names:
-            reason = manager.get_metric(name).unavailable()  # unknown names raise with suggestions
-            if reason:  # e.g. a weights file not given: fail now, not after generating
+            spec = manager.get_metric(name)  # unknown names raise with suggestions
+            reason = spec.unavailable()
+            if reason and spec.model_check is not None:
+                self.ask_model.append(name)
+            elif reason:  # e.g. a weights file not given: fail now, not after generating
                 raise SweepError(f"metric {name!r} is unavailable: {reason}")
 
     def prepare(self, model: BaseModel, images: int) -> None:
         """Build every metric and check its preconditions before any sampling."""
+        for name in self.ask_model:  # e.g. clip_score without $MIGM_CLIP_WEIGHTS: the model's own CLIP?
+            reason = self.manager.get_metric(name).model_check(model)
+            if reason:
+                raise SweepError(f"metric {name!r} is unavailable: {reason}")
         for name in self.names:
             try:
                 metric = self.manager.make_metric(name, model)

@@ -196,7 +196,14 @@ class BaseModel(Protocol):
     ``prompt_record()`` (text-to-image, see ``condition_prompts``); ``block_config() -> dict``,
     the options of the transformer blocks for learned accelerators that build blocks of the same
     kind (LLaDA ``config.json`` names: n_heads, n_kv_heads, mlp_hidden_size, rope_theta,
-    rms_norm_eps, rope_full_precision; DiMOO-Shortcut copies them at a reduced width).
+    rms_norm_eps, rope_full_precision; DiMOO-Shortcut copies them at a reduced width);
+    ``default_metrics() -> list[str]``, the metric names a run on this model computes when the
+    user names none (``migm-bench run`` without ``--metrics``; without the method: every metric
+    registered as default), e.g. a text-to-image model trained here lists its CLIPScore and
+    attribute metrics; ``clip_weights() -> (model, weights)``, the model's own CLIP for
+    ``clip_score`` when ``$MIGM_CLIP_WEIGHTS`` is not set: an open_clip model name or the path of
+    a model-config JSON, and the path of its local weights file (what ``$MIGM_CLIP_MODEL`` and
+    ``$MIGM_CLIP_WEIGHTS`` give otherwise).
     """
 
     name: str

@@ -265,7 +265,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument(f"--{key.replace('_', '-')}", type=int, help=f"{what} (default {default})")
     p.add_argument("--seed", type=int, help=f"base seed (default {_sweep_default('seed')})")
     p.add_argument(
-        "--metrics", help="comma-separated metric names (default: those `ls` marks default; '' for none)"
+        "--metrics",
+        help="comma-separated metric names (default: the base model's own list if it declares one, "
+        "else those `ls` marks default; '' for none)",
     )
     p.add_argument(
         "--prompts",

@@ -120,11 +120,8 @@ class Runner:
         self.configurations = resolve_configurations(sweep, self.manager)  # the reference first
         self.prompts, self.prompt_selection = self._resolve_prompts()  # --prompts: (prompts, record)
         self.reference_key: ConfigKey = self.configurations[0].key
-        self.metrics = MetricSet(
-            self.manager,
-            sweep.metrics if sweep.metrics is not None else self.manager.default_metrics(),
-            reference=self.reference_key[0],
-        )
+        # --metrics now; without it the model's default_metrics() once it is built (_prepare)
+        self.metrics: MetricSet | None = None if sweep.metrics is None else self._metric_set(sweep.metrics)
         self.n = sweep.image_count
         self.batch_size = min(sweep.batch_size, self.n)
         self.batches = batch_bounds(self.n, self.batch_size)
@@ -152,6 +149,15 @@ class Runner:
         except ValueError as err:
             raise SweepError(f"--prompts {self.sweep.prompts!r}: {err}") from None
 
+    def _metric_set(self, names: list[str]) -> MetricSet:
+        return MetricSet(self.manager, names, reference=self.reference_key[0])
+
+    def _default_metric_names(self) -> list[str]:
+        """Without --metrics: the model's own ``default_metrics()`` (``bench.protocol.BaseModel``),
+        else every metric registered as default."""
+        fn = getattr(self.model, "default_metrics", None)
+        return list(fn()) if fn is not None else self.manager.default_metrics()
+
     @property
     def prompts_id(self) -> str | None:
         """The chosen prompts as a compat value: their count and hash (None without --prompts)."""
@@ -160,8 +166,9 @@ class Runner:
         return f"{len(self.prompts)} prompts, sha256 {prompts_sha256(self.prompts)}"
 
     @property
-    def metric_names(self) -> list[str]:
-        return self.metrics.names
+    def metric_names(self) -> list[str] | None:
+        """The metrics of this run (None before the model is built when they are its defaults)."""
+        return None if self.metrics is None else self.metrics.names
 
     def run_name(self, model_name: str) -> str:
         if self.sweep.name:
@@ -177,7 +184,7 @@ class Runner:
             "seed": self.sweep.seed,
             "images": self.n,
             "batch_size": self.batch_size,
-            "metrics": sorted(self.metric_names),
+            "metrics": None if self.metric_names is None else sorted(self.metric_names),
             "replicates": self.replicates,
             "warmup": self.sweep.warmup,
             "device": str(self.device),
@@ -228,6 +235,8 @@ class Runner:
         self.settings = dataclasses.replace(base, steps=self.sweep.steps or base.steps)
         for conf in self.configurations:
             self._validate_configuration(conf)
+        if self.metrics is None:  # an unknown name among the model's defaults: UnknownNameError, as --metrics
+            self.metrics = self._metric_set(self._default_metric_names())
         self.metrics.prepare(self.model, self.n)
 
     def _use_prompts(self) -> None:
@@ -292,7 +301,8 @@ class Runner:
             return
         old = {**_COMPAT_BEFORE, **previous.get("compat", {})}
         new = self.compat()
-        diff = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in _COMPAT_FIELDS if old.get(k) != new[k]]
+        fields = [k for k in _COMPAT_FIELDS if new[k] is not None or k != "metrics"]  # known after loading
+        diff = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in fields if old.get(k) != new[k]]
         if diff:
             raise SweepError(
                 f"run {store.dir} already holds results of a different sweep ({'; '.join(diff)}); "

@@ -94,6 +94,10 @@ class MetricSpec:
     returns None when the metric can be built, else the reason and what fixes it. It must be
     cheap (no model loading): ``migm-bench ls`` shows the reason, and a run that asks for the
     metric fails at start-up with it, before anything is generated.
+    model_check: optional, for a metric whose resources the base model may supply itself
+    (``clip_score``: the model's own CLIP, ``clip_weights()``): when ``check`` fails, the run
+    builds the model and asks ``model_check(model)`` instead; None: the model supplies them,
+    else the reason, and the run is refused before anything is generated.
     """
 
     info: MetricInfo = LazyField()
@@ -101,6 +105,7 @@ class MetricSpec:
     default: bool = True  # part of the default metric set
     provider: str = ""
     check: Callable[[], str | None] | None = LazyField(default=None)
+    model_check: Callable[[BaseModel], str | None] | None = LazyField(default=None)
 
     def unavailable(self) -> str | None:
         """The reason this metric cannot run here (from ``check``), or None."""

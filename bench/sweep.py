@@ -44,7 +44,8 @@ class Sweep:
     steps: reference N (None: the model's ``default_sampling.steps``).
     seed: base seed (conditions; batch j samples with ``seed + j``).
     images / batch_size: images per configuration and per sampling call.
-    metrics: metric names (None: every registered metric marked ``default``).
+    metrics: metric names (None: the base model's ``default_metrics()`` when it has the method,
+        else every registered metric marked ``default``).
     replicates: timed rounds (``--rounds``): each round times one batch of every
         configuration, the reference included; at least one round per batch, and batches are
         re-timed (same seeds) when there are fewer batches than rounds. warmup: untimed

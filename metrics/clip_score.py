@@ -8,7 +8,10 @@ metric ``clip_score`` reports the mean over images and keeps the per-image value
 Configuration (environment variables, read when a run builds the metric):
 
 * ``MIGM_CLIP_WEIGHTS``: the local weights file (``.safetensors``, ``.bin``, ``.pt``: a state
-  dict, optionally under "state_dict", as open_clip saves them). Required.
+  dict, optionally under "state_dict", as open_clip saves them). Required, unless the base model
+  brings its own CLIP (optional method ``clip_weights() -> (model, weights)``, see
+  ``bench.protocol.BaseModel``; ``fashion-t2i``: the CLIP trained on its captions), which is
+  used when the variable is not set.
 * ``MIGM_CLIP_MODEL``: an open_clip model name (``open_clip.list_models()``), or the path of
   a model-config JSON in open_clip's layout (embed_dim, vision_cfg, text_cfg, quick_gelu).
   Default ``ViT-L-14-quickgelu``: OpenAI's ViT-L/14, the model torchmetrics' CLIPScore uses.
@@ -81,25 +84,47 @@ class ClipScoreConfig:
     batch_size: int = 64
 
     @classmethod
-    def from_env(cls) -> ClipScoreConfig:
+    def from_env(cls, model: BaseModel | None = None) -> ClipScoreConfig:
+        """$MIGM_CLIP_WEIGHTS and $MIGM_CLIP_MODEL, else the base model's own CLIP."""
         weights = env_path(CLIP_WEIGHTS_ENV)
-        if weights is None:
+        own = model_clip(model) if weights is None else None
+        if weights is None and own is None:
             raise MetricUnavailable(clip_score_unavailable() or f"${CLIP_WEIGHTS_ENV} is not set")
         batch = batch_size_from_env(CLIP_BATCH_ENV, 64)
-        model = os.environ.get(CLIP_MODEL_ENV, "").strip() or DEFAULT_CLIP_MODEL
-        return cls(weights=str(weights), model=model, batch_size=batch)
+        if own is not None:
+            return cls(weights=own[1], model=own[0], batch_size=batch)
+        name = os.environ.get(CLIP_MODEL_ENV, "").strip() or DEFAULT_CLIP_MODEL
+        return cls(weights=str(weights), model=name, batch_size=batch)
 
 
-def clip_score_unavailable() -> str | None:
+def model_clip(model: BaseModel | None) -> tuple[str, str] | None:
+    """(open_clip model name or config JSON, weights file) of the base model's own CLIP (its
+    optional ``clip_weights()``), or None."""
+    fn = getattr(model, "clip_weights", None)
+    if fn is None:
+        return None
+    config, weights = fn()
+    return str(config), str(weights)
+
+
+def clip_score_unavailable(model: BaseModel | None = None) -> str | None:
     """Why ``clip_score`` cannot run here (no weights path, file missing, open_clip not
-    installed), with what fixes it; None when it can. Cheap: loads nothing."""
+    installed), with what fixes it; None when it can. Cheap: loads nothing. ``model``: the
+    built base model, whose own CLIP counts when $MIGM_CLIP_WEIGHTS is not set."""
     weights = env_path(CLIP_WEIGHTS_ENV)
-    if weights is None:
+    own = model_clip(model) if weights is None else None
+    if weights is None and own is None:
         return (
             f"clip_score needs local CLIP weights: set ${CLIP_WEIGHTS_ENV}=/path/to/weights.safetensors "
             f"(and ${CLIP_MODEL_ENV}, default {DEFAULT_CLIP_MODEL})"
         )
-    if not weights.is_file():
+    if own is not None:
+        config, path = own
+        files = [path, config] if config.endswith(".json") else [path]  # a config JSON or a registered name
+        missing = next((f for f in files if not Path(f).is_file()), None)
+        if missing:
+            return f"clip_score: the CLIP of base model {model.name!r} is missing: {missing}"
+    elif not weights.is_file():
         return f"clip_score: CLIP weights not found: {weights} (${CLIP_WEIGHTS_ENV})"
     if importlib.util.find_spec("open_clip") is None:
         return "clip_score needs open_clip: pip install -e '.[t2i]'"
@@ -226,8 +251,8 @@ class ClipScore(PromptScoreMetric):
 
 
 def clip_score_metric(model: BaseModel | None = None) -> ClipScore:
-    """The metric factory: from the environment (see the module docstring). MetricUnavailable
-    when the weights are not configured or the base model has no prompts."""
-    require_ready(clip_score_unavailable(), model, CLIP_SCORE_INFO.name)
-    config = ClipScoreConfig.from_env()
+    """The metric factory: from the environment, else the base model's own CLIP (see the module
+    docstring). MetricUnavailable when no weights are configured or the model has no prompts."""
+    require_ready(clip_score_unavailable(model), model, CLIP_SCORE_INFO.name)
+    config = ClipScoreConfig.from_env(model)
     return ClipScore(load_open_clip(config.model, config.weights), config.batch_size)

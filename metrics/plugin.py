@@ -1,13 +1,15 @@
 """The text-to-image metrics and prompt sets as a plugin (entry point ``t2i-metrics``).
 
-Registers the opt-in metrics ``clip_score`` (``metrics.clip_score``) and ``image_reward``
-(``metrics.image_reward``), each with a cheap availability check (``migm-bench ls`` shows why
-one is unavailable; a run asking for it fails at start-up with that reason), the prompt sets
+Registers the opt-in metrics ``clip_score`` (``metrics.clip_score``; with the base model's own
+CLIP when it has one) and ``image_reward`` (``metrics.image_reward``), each with a cheap
+availability check (``migm-bench ls`` shows why one is unavailable; a run asking for it fails
+at start-up with that reason), the prompt sets
 (``resolve_prompts`` hook: what ``migm-bench run --prompts SPEC`` hands a text-to-image base
 model; the shipped sets and user prompt files of ``metrics.prompts``), and the command
 
     migm-bench prompts                      the shipped sets with their categories
     migm-bench prompts SPEC [--json]        the prompts a spec selects, e.g. parti:category=Animals,limit=20
+                                            (or a set of another plugin: fashion-t2i:split=heldout,limit=20)
 
 Heavy packages (open_clip, ImageReward) are imported only when a metric is built.
 """
@@ -39,6 +41,13 @@ def _clip_score_check():
     return clip_score_unavailable()
 
 
+def _clip_score_model_check(model):
+    """Without $MIGM_CLIP_WEIGHTS: can the base model's own CLIP (``clip_weights()``) serve?"""
+    from metrics.clip_score import clip_score_unavailable
+
+    return clip_score_unavailable(model)
+
+
 def _image_reward_check():
     from metrics.image_reward import image_reward_unavailable
 
@@ -50,12 +59,12 @@ def register_metrics(register):
     from metrics.clip_score import CLIP_SCORE_INFO
     from metrics.image_reward import IMAGE_REWARD_INFO
 
-    register(MetricSpec(CLIP_SCORE_INFO, _clip_score_factory, default=False, check=_clip_score_check))
+    register(MetricSpec(CLIP_SCORE_INFO, _clip_score_factory, default=False, check=_clip_score_check,
+                        model_check=_clip_score_model_check))  # fmt: skip
     register(MetricSpec(IMAGE_REWARD_INFO, _image_reward_factory, default=False, check=_image_reward_check))
 
 
 def _prompts(args: argparse.Namespace) -> int:
-    from bench.cli import CLIError
     from metrics.prompts import SETS, PromptSpecError, categories, load_prompts
 
     if args.spec is None:
@@ -69,8 +78,8 @@ def _prompts(args: argparse.Namespace) -> int:
         return 0
     try:
         selection = load_prompts(args.spec)
-    except PromptSpecError as err:
-        raise CLIError(str(err)) from None
+    except PromptSpecError:
+        return _print_plugin_prompts(args.spec, args.json)  # a set of another plugin, or the same error
     if args.json:
         print(json.dumps({**selection.record(), "prompts": selection.prompts}, indent=1))
         return 0
@@ -81,6 +90,25 @@ def _prompts(args: argparse.Namespace) -> int:
     for i, item in enumerate(selection.items):
         label = item.label("category")
         print(f"{i}\t{label}\t{item.text}" if label else f"{i}\t{item.text}")
+    return 0
+
+
+def _print_plugin_prompts(spec: str, as_json: bool) -> int:
+    """The prompts of a set another plugin owns (``resolve_prompts`` hook, e.g. the fashion-t2i
+    captions), as ``migm-bench run --prompts`` resolves them; its one-line error otherwise."""
+    from bench.cli import CLIError
+    from bench.plugins import get_manager
+
+    try:
+        prompts, record = get_manager().resolve_prompts(spec)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    if as_json:
+        print(json.dumps({**record, "prompts": prompts}, indent=1))
+        return 0
+    print(f"# {spec}: {len(prompts)} prompts, {json.dumps(record)}")
+    for i, text in enumerate(prompts):
+        print(f"{i}\t{text}")
     return 0
 
 

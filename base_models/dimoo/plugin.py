@@ -9,6 +9,7 @@ Registered by ``base_models.dimoo.hooks``, which names this module's config and 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,21 +87,43 @@ def check_folder(folder: str) -> Path:
     return path
 
 
+def builtin_or_file_prompts(cfg: DiMOOPluginConfig) -> tuple[list[str], dict]:
+    """The prompts of ``cfg.prompts`` (a file; empty: the built-in list) and their record."""
+    prompts = read_prompt_file(cfg.prompts) if cfg.prompts else list(BUILTIN_PROMPTS)
+    return prompts, {"source": cfg.prompts or "built-in", "count": len(prompts)}
+
+
 def build_dimoo(cfg: DiMOOPluginConfig, device: torch.device) -> DiMOOModel:
     """Load the folder onto ``device`` (bfloat16 on a GPU, float32 on the CPU)."""
+    return load_dimoo(cfg, device, lambda: builtin_or_file_prompts(cfg))
+
+
+def load_dimoo(
+    cfg: DiMOOPluginConfig,
+    device: torch.device,
+    prompts: Callable[[], tuple[list[str], dict]],
+    name: str = "",
+    model_cls: Callable[..., DiMOOModel] = DiMOOModel,
+) -> DiMOOModel:
+    """``build_dimoo`` for models that bring their own prompts and name (``fashion-t2i``).
+
+    prompts: called after the options are validated, before any checkpoint file is read ->
+    (prompts, their run.json record). name: the model's name (empty: ``dimoo-HxW``).
+    model_cls: DiMOOModel or a subclass taking its constructor arguments.
+    """
     image_size(cfg, factor=1)  # positive sizes, before any file is read
     sampling = sampling_of(cfg)
-    prompts = read_prompt_file(cfg.prompts) if cfg.prompts else list(BUILTIN_PROMPTS)
+    prompt_list, record = prompts()
     folder = check_folder(cfg.checkpoint)
     factor = folder_downsampling_factor(folder)  # 16 for Lumina-DiMOO, 4 for the fashion-t2i default
     height, width = image_size(cfg, factor)
     rows, cols = grid_of(height, width, factor)
-    record = {"source": cfg.prompts or "built-in", "count": len(prompts)}
     tokenizer = DiMOOTokenizer(folder)
     transformer = load_transformer(folder, device, cfg=read_config(folder))
     vqvae = load_vqvae(folder, device, factor=factor)
-    model = DiMOOModel(transformer, tokenizer, vqvae, codebook_size(vqvae), rows, cols, prompts,
-                       name=f"dimoo-{height}x{width}", default_sampling=sampling, prompt_record=record)  # fmt: skip
+    model = model_cls(transformer, tokenizer, vqvae, codebook_size(vqvae), rows, cols, prompt_list,
+                      name=name or f"dimoo-{height}x{width}", default_sampling=sampling,
+                      prompt_record=record)  # fmt: skip
     # refuse too many steps now, not at the first batch
     model.sampler_policy(sampling).schedule(model.num_image_tokens, sampling.steps)
     return model

@@ -1,0 +1,30 @@
+"""Registers the ``fashion-t2i`` base model and its caption prompt set (code:
+``base_models.fashion_t2i.plugin``, imported when used)."""
+
+from bench.hookspecs import hookimpl
+from bench.specs import BaseModelSpec
+
+PROMPT_SET = "fashion-t2i"
+
+
+@hookimpl
+def register_base_models(register):
+    register(
+        BaseModelSpec(
+            name="fashion-t2i",
+            config_cls="base_models.fashion_t2i.plugin:FashionT2IConfig",
+            factory="base_models.fashion_t2i.plugin:build_fashion_t2i",
+            description="text-to-image default: a small DiMOO trained on captioned Fashion-MNIST, shipped",
+        )
+    )
+
+
+@hookimpl
+def resolve_prompts(spec):
+    """``fashion-t2i:split=heldout,limit=200,seed=0``: the captions of a split (asked before the
+    catch-all of ``metrics.plugin``); None for any other spec."""
+    if spec.partition(":")[0].strip() != PROMPT_SET:
+        return None
+    from base_models.fashion_t2i.plugin import prompt_set
+
+    return prompt_set(spec)
