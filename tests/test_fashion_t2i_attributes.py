@@ -29,8 +29,13 @@ from bench.real_features import RealFeatures
 from bench.specs import MetricContext, MetricUnavailable, MetricValue
 
 N_TINY = 32
-ACCURACY_METRICS = ("attribute_accuracy", "attr_class_accuracy", "attr_size_accuracy", "attr_position_accuracy",
-                    "attr_tone_accuracy")  # fmt: skip
+ACCURACY_METRICS = (
+    "attribute_accuracy",
+    "attr_class_accuracy",
+    "attr_size_accuracy",
+    "attr_position_accuracy",
+    "attr_tone_accuracy",
+)
 
 
 # ---------------------------------------------------------------------------- parser
@@ -100,7 +105,9 @@ def trained(tiny_fashion, tmp_path_factory):
             losses.append(float(message.split(" loss ")[1].split()[0]))
 
     settings = AttributeTrainSettings(steps=40, batch_size=16, warmup=5, log_every=1, checkpoint_every=20)
-    meta = train_attributes(folder / "attributes-t2i.safetensors", folder / "work", settings, tiny_fashion, log=log)
+    meta = train_attributes(
+        folder / "attributes-t2i.safetensors", folder / "work", settings, tiny_fashion, log=log
+    )
     return folder / "attributes-t2i.safetensors", meta, losses
 
 
@@ -152,8 +159,9 @@ def test_train_base_command_writes_the_weights(tiny_fashion, tmp_path, default_m
 
     default_manager.register(commands)
     out = tmp_path / "out"
-    assert main(["train-base", "attributes-t2i", "--steps", "2", "--batch-size", "8", "--data", str(tiny_fashion),
-                 "--work", str(tmp_path / "work"), "--out", str(out), "--eval-images", "8"]) == 0  # fmt: skip
+    args = ["--steps", "2", "--batch-size", "8", "--data", str(tiny_fashion), "--work", str(tmp_path / "w"),
+            "--out", str(out), "--eval-images", "8"]  # fmt: skip
+    assert main(["train-base", "attributes-t2i", *args]) == 0
     meta = json.loads(capsys.readouterr().out)
     assert meta["steps"] == 2 and meta["settings"]["batch_size"] == 8
     assert load_attribute_classifier(out / "attributes-t2i.safetensors").metadata["steps"] == 2
@@ -199,7 +207,9 @@ def real_batch(tiny_fashion):
 def _metrics(classifier) -> dict[str, t2i_metrics.AttributeAccuracy]:
     infos = {info.name: (info, (k,)) for k, info in enumerate(t2i_metrics.ATTR_INFOS.values())}
     infos["attribute_accuracy"] = (t2i_metrics.ATTRIBUTE_ACCURACY_INFO, (0, 1, 2, 3))
-    return {name: t2i_metrics.AttributeAccuracy(info, classifier, cols) for name, (info, cols) in infos.items()}
+    return {
+        name: t2i_metrics.AttributeAccuracy(info, classifier, cols) for name, (info, cols) in infos.items()
+    }
 
 
 def _values(metrics, batch) -> dict[str, float]:

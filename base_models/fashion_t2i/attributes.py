@@ -87,10 +87,14 @@ def attribute_loss(logits: Tensor, labels: Tensor) -> Tensor:
     return sum(F.cross_entropy(head, labels[:, k]) for k, head in enumerate(split_heads(logits)))
 
 
-def build_attribute_classifier(seed: int = 0, config: ClassifierConfig = ATTRIBUTES_CONFIG) -> FashionClassifier:
+def build_attribute_classifier(
+    seed: int = 0, config: ClassifierConfig = ATTRIBUTES_CONFIG
+) -> FashionClassifier:
     """A freshly initialised network (weights from ``seed``; global RNG untouched)."""
     if config.num_classes != sum(ATTRIBUTE_SIZES):
-        raise ValueError(f"attribute classifier needs {sum(ATTRIBUTE_SIZES)} outputs, config has {config.num_classes}")
+        raise ValueError(
+            f"attribute classifier needs {sum(ATTRIBUTE_SIZES)} outputs, config has {config.num_classes}"
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return FashionClassifier(config)
@@ -165,9 +169,15 @@ def evaluate_attributes(model: FashionClassifier, data: CaptionSet, batch: int =
     return {name: round(float(c) / max(1, n), 5) for name, c in zip(names, correct)}
 
 
-def train_attributes(out: str | Path, work: str | Path, settings: AttributeTrainSettings = AttributeTrainSettings(),
-                     data_root=None, eval_images: int | None = None, curve: Path | None = None,
-                     log=_log) -> dict:  # fmt: skip
+def train_attributes(
+    out: str | Path,
+    work: str | Path,
+    settings: AttributeTrainSettings = AttributeTrainSettings(),
+    data_root=None,
+    eval_images: int | None = None,
+    curve: Path | None = None,
+    log=_log,
+) -> dict:
     """Train (resuming from ``work``/attributes-t2i.pt), write the weights file ``out`` and
     report accuracy on the first ``eval_images`` images (None: all) of the test and held-out
     splits (0: skip). Returns the metadata written into the file's header."""
@@ -196,7 +206,8 @@ def train_attributes(out: str | Path, work: str | Path, settings: AttributeTrain
             hit = (predict(logits) == labels).float().mean(0)  # (4,) this batch's accuracies
             log(f"attributes-t2i step {step}/{settings.steps} loss {loss.item():.4f} "
                 + " ".join(f"{a} {h:.3f}" for a, h in zip(ATTRIBUTES, hit.tolist())))  # fmt: skip
-            curve_csv.write({"step": step, "loss": loss.item(), **{f"acc_{a}": h for a, h in zip(ATTRIBUTES, hit.tolist())},
+            accuracy = {f"acc_{a}": h for a, h in zip(ATTRIBUTES, hit.tolist())}
+            curve_csv.write({"step": step, "loss": loss.item(), **accuracy,
                              "elapsed_s": round(time.perf_counter() - start, 1)})  # fmt: skip
         if step % settings.checkpoint_every == 0 or step == settings.steps:
             save_checkpoint(work / "attributes-t2i.pt", step, parts)
@@ -206,7 +217,9 @@ def train_attributes(out: str | Path, work: str | Path, settings: AttributeTrain
             "train_seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
     if eval_images != 0:
         for split in ("test", "heldout"):
-            meta[f"{split}_accuracy"] = evaluate_attributes(model, make_split(split, 0, 0, data_root, eval_images))
+            meta[f"{split}_accuracy"] = evaluate_attributes(
+                model, make_split(split, 0, 0, data_root, eval_images)
+            )
             log(f"attributes-t2i {split}: {meta[f'{split}_accuracy']}")
     ship_weights(out, model, meta)
     atomic_write_text(work / "attributes-t2i_eval.json", json.dumps(meta, indent=1))

@@ -47,7 +47,9 @@ ATTRIBUTE_ACCURACY_INFO = MetricInfo("attribute_accuracy", "fraction", True, "co
 
 
 def _attr_info(word: str) -> MetricInfo:
-    return MetricInfo(f"attr_{word}_accuracy", "fraction", True, "condition", label=f"{word} accuracy ({CLASSIFIER})")
+    return MetricInfo(
+        f"attr_{word}_accuracy", "fraction", True, "condition", label=f"{word} accuracy ({CLASSIFIER})"
+    )
 
 
 ATTR_CLASS_INFO, ATTR_SIZE_INFO, ATTR_POSITION_INFO, ATTR_TONE_INFO = (
@@ -189,8 +191,11 @@ def real_heldout_features(classifier: FashionClassifier, cache_dir: Path | None 
     from base_models.fashion.data import DatasetMissing, data_root
 
     root = str(data_root().resolve())
-    key = f"fashion-t2i-heldout-{hashlib.sha256(root.encode()).hexdigest()[:8]}-attributes-{classifier.weights_hash}"
-    real = RealFeatures(key, lambda: heldout_images(root), PenultimateFeatures(classifier), cache_dir=cache_dir)
+    root_hash = hashlib.sha256(root.encode()).hexdigest()[:8]
+    key = f"fashion-t2i-heldout-{root_hash}-attributes-{classifier.weights_hash}"
+    real = RealFeatures(
+        key, lambda: heldout_images(root), PenultimateFeatures(classifier), cache_dir=cache_dir
+    )
     if real.disk_path is None or not real.disk_path.is_file():
         try:
             heldout_images(root)  # fail now (-> unavailable), not in the middle of a run
@@ -223,7 +228,9 @@ class AttributeKID(KIDMetric):
 
 def _checked_features(metric: AttributeFID | AttributeKID, generated: GeneratedBatch) -> Tensor:
     if len(generated.images) < 2:
-        raise ValueError(f"{metric.info.name}: needs at least 2 generated images, got {len(generated.images)}")
+        raise ValueError(
+            f"{metric.info.name}: needs at least 2 generated images, got {len(generated.images)}"
+        )
     return readout(metric.classifier, generated, metric.info.name).features  # (n, 128) float64
 
 
