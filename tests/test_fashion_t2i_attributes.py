@@ -29,6 +29,7 @@ from bench.real_features import RealFeatures
 from bench.specs import MetricContext, MetricUnavailable, MetricValue
 
 N_TINY = 32
+TINY_SETTINGS = AttributeTrainSettings(steps=40, batch_size=16, warmup=5, log_every=1, checkpoint_every=20)
 ACCURACY_METRICS = (
     "attribute_accuracy",
     "attr_class_accuracy",
@@ -104,7 +105,7 @@ def trained(tiny_fashion, tmp_path_factory):
         if " loss " in message:
             losses.append(float(message.split(" loss ")[1].split()[0]))
 
-    settings = AttributeTrainSettings(steps=40, batch_size=16, warmup=5, log_every=1, checkpoint_every=20)
+    settings = TINY_SETTINGS
     meta = train_attributes(
         folder / "attributes-t2i.safetensors", folder / "work", settings, tiny_fashion, log=log
     )
@@ -121,6 +122,24 @@ def test_training_lowers_the_loss_and_reports_accuracy(trained):
         assert set(acc) == {"cls_accuracy", "size_accuracy", "position_accuracy", "tone_accuracy",
                             "attribute_accuracy"}  # fmt: skip
         assert all(0.0 <= v <= 1.0 for v in acc.values())
+
+
+def test_a_resumed_run_ends_with_the_weights_of_a_straight_one(trained, tiny_fashion, tmp_path):
+    from safetensors.torch import load_file
+
+    def stop_after_the_checkpoint(message: str) -> None:
+        if message.startswith("attributes-t2i step 21/"):
+            raise KeyboardInterrupt
+
+    out = tmp_path / "resumed.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        train_attributes(
+            out, tmp_path, TINY_SETTINGS, tiny_fashion, eval_images=0, log=stop_after_the_checkpoint
+        )
+    meta = train_attributes(out, tmp_path, TINY_SETTINGS, tiny_fashion, eval_images=0, log=lambda m: None)
+    assert meta["resumed_from"] == 20
+    straight, resumed = load_file(str(trained[0])), load_file(str(out))
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
 
 
 def test_shipped_file_loads_strictly_with_its_metadata(trained):
