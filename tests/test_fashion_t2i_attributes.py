@@ -292,7 +292,7 @@ def test_factories_refuse_other_models_and_missing_weights(name, manager, monkey
     monkeypatch.setattr(attributes, "SHIPPED_WEIGHTS", tmp_path / "none.safetensors")
     with pytest.raises(MetricUnavailable, match="train-base attributes-t2i --ship"):
         spec.factory(T2I_MODEL)
-    assert "train-base attributes-t2i --ship" in spec.unavailable()
+    assert spec.unavailable() is None  # skipped with the reason in a run, not a start-up failure
 
 
 def test_factories_build_with_weights(trained, manager, monkeypatch, tiny_fashion):
@@ -300,7 +300,6 @@ def test_factories_build_with_weights(trained, manager, monkeypatch, tiny_fashio
     monkeypatch.setenv("MIGM_FASHION_MNIST", str(tiny_fashion))
     manager.register(metric_hooks_t2i)
     specs = manager.metrics()
-    assert specs["attribute_accuracy"].unavailable() is None
     metric = specs["attr_tone_accuracy"].factory(T2I_MODEL)
     assert metric.columns == [3] and metric.info.label == "tone accuracy (attribute classifier)"
     fid = specs["fid_attributes"].factory(T2I_MODEL)

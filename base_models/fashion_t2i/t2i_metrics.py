@@ -66,7 +66,7 @@ def weights_path() -> Path:
 
 
 def missing_weights() -> str | None:
-    """``MetricSpec.check``: why the metrics cannot run here (no weights), or None."""
+    """Why the metrics cannot run here (no classifier weights), or None."""
     path = weights_path()
     if path.is_file():
         return None
