@@ -24,6 +24,7 @@ from base_models.fashion_t2i.attributes import (
 )
 from base_models.fashion_t2i.captions import held_out_triples, make_split, realise, render_caption
 from base_models.fashion_t2i.parse import parse_caption, parse_captions
+from bench.metrics import metric_interval
 from bench.protocol import GeneratedBatch
 from bench.real_features import RealFeatures
 from bench.specs import MetricContext, MetricUnavailable, MetricValue
@@ -246,6 +247,10 @@ def test_two_of_four_wrong_in_position(real_batch):
                       "attr_tone_accuracy": 1.0, "attribute_accuracy": 0.5}  # fmt: skip
     assert values["attribute_accuracy"].per_image.tolist() == [1.0, 0.0, 1.0, 0.0]
     assert isinstance(values["attr_position_accuracy"], MetricValue)
+    interval = metric_interval(
+        None, batch, None, values["attribute_accuracy"]
+    )  # bootstrap of the per-image values
+    assert interval.value == 0.5 and 0.0 <= interval.low < 0.5 < interval.high <= 1.0
 
 
 def test_errors_spread_over_attributes(real_batch):
