@@ -122,7 +122,11 @@ def load_attribute_classifier(path: str | Path = SHIPPED_WEIGHTS) -> FashionClas
         raise AttributeWeightsError(f"{path} is not a readable safetensors file: {e}") from e
     if meta.get("kind") != WEIGHTS_KIND:
         raise AttributeWeightsError(f"{path}: metadata kind={meta.get('kind')!r}, want {WEIGHTS_KIND!r}")
-    model = build_attribute_classifier(config=ClassifierConfig.from_dict(meta["config"]))
+    try:
+        config = ClassifierConfig.from_dict(meta["config"])
+    except (KeyError, TypeError) as e:
+        raise AttributeWeightsError(f"{path}: metadata 'config' is missing or malformed ({e!r})") from e
+    model = build_attribute_classifier(config=config)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
