@@ -57,6 +57,7 @@ BUILTIN_PLUGINS = (
     "base_models.fashion.commands",
     "base_models.fashion.metric_hooks",  # FID / classifier metrics on Fashion-MNIST
     "base_models.fashion_t2i.hooks",  # the text-to-image default and its caption prompt set
+    "base_models.fashion_t2i.metric_hooks_t2i",  # attribute accuracy, FID / KID of the text-to-image default
     "bench.metric_hooks",  # generic metrics against vanilla at the same seed
     "metrics.plugin",  # clip_score, image_reward (opt-in), `migm-bench prompts`
 )

@@ -6,6 +6,7 @@
     migm-bench train-base clip-t2i    # small open_clip CLIP on captioned Fashion-MNIST (text-to-image)
     migm-bench train-base vqvae-t2i   # diffusers VQModel of the text-to-image default, ~8-13 min
     migm-bench train-base dimoo-t2i   # LLaDA model in Lumina-DiMOO's checkpoint layout, ~35-52 min
+    migm-bench train-base attributes-t2i  # attribute classifier of the text-to-image metrics, ~5.5 min
 Each resumes from its checkpoint in --work after a stop and ships safetensors weights.
 """
 
@@ -20,7 +21,8 @@ from bench.hookspecs import hookimpl
 
 WEIGHTS = Path(__file__).parent / "weights"
 # text-to-image trainers: what -> function of base_models.fashion_t2i.commands
-T2I_COMMANDS = {"clip-t2i": "run_clip", "vqvae-t2i": "run_vqvae", "dimoo-t2i": "run_dimoo"}
+T2I_COMMANDS = {"clip-t2i": "run_clip", "vqvae-t2i": "run_vqvae", "dimoo-t2i": "run_dimoo",
+                "attributes-t2i": "run_attributes"}
 
 
 def _out_path(args: argparse.Namespace, work: Path, name: str) -> Path:
@@ -76,7 +78,7 @@ def register_commands(subparsers):
     p = subparsers.add_parser(
         "train-base",
         help="train the embedded defaults' tokenizer / maskgit / classifier / clip-t2i / vqvae-t2i / "
-        "dimoo-t2i",
+        "dimoo-t2i / attributes-t2i",
     )
     p.add_argument("what", choices=["tokenizer", "maskgit", "classifier", *T2I_COMMANDS])
     p.add_argument("--steps", type=int, default=None, help="training steps (epochs for the classifier)")
@@ -86,7 +88,8 @@ def register_commands(subparsers):
         "--out",
         default=None,
         help="weights file to write (default: <work>/<what>.safetensors); *-t2i: a folder (clip-t2i: "
-        "<work>/clip-t2i; vqvae-t2i, dimoo-t2i: the DiMOO checkpoint folder, <work>/dimoo-t2i)",
+        "<work>/clip-t2i; vqvae-t2i, dimoo-t2i: the DiMOO checkpoint folder, <work>/dimoo-t2i; attributes-t2i: "
+        "<work>/attributes-t2i)",
     )
     p.add_argument(
         "--ship",
