@@ -1,8 +1,10 @@
 """Speed-ups side by side: a run against the committed reference, and the noise check.
 
 * ``reference_comparison(run_dir, reference_dir)``: after ``migm-bench run``, each
-  configuration's speed-up beside the committed reference run's (``results/reference-cpu``,
-  measured on the machine its ``MACHINE.md`` describes).
+  configuration's speed-up beside the committed reference run's of the same base model and
+  N (``results/reference-cpu`` for ``fashion``, ``results/reference-cpu-fashion-t2i`` for the
+  text-to-image default: any committed ``results/reference-cpu*`` folder, measured on the
+  machine its ``MACHINE.md`` describes).
 * ``migm-bench noise-check``: the default sweep twice, once on the machine as it is and once
   with a CPU hog of its own (a subprocess spinning on one core) running beside it; prints
   each configuration's two speed-ups and their relative difference. Interleaved, paired
@@ -28,7 +30,8 @@ if TYPE_CHECKING:  # imported where used: the CLI imports this module at start-u
 from bench.config import DEFAULT_SPEEDUP_ESTIMATOR, DEFAULT_TIMING_THREADS
 
 AGREEMENT = 0.10  # the noise check passes when every speed-up moves less than this under load
-REFERENCE_RUN = Path(__file__).resolve().parent.parent / "results" / "reference-cpu"
+RESULTS_ROOT = Path(__file__).resolve().parent.parent / "results"  # committed references live here
+REFERENCE_RUN = RESULTS_ROOT / "reference-cpu"  # the default model's
 
 
 def _summary(run_dir: Path) -> pd.DataFrame:
@@ -74,20 +77,35 @@ def _table(rows: pd.DataFrame, a: str, b: str) -> list[str]:
     return lines
 
 
-def reference_comparison(run_dir: Path, reference_dir: Path = REFERENCE_RUN) -> list[str]:
-    """Lines comparing the run's speed-ups with the committed reference's (empty when there is
-    no reference, it is the run itself, or it ran another model or reference N)."""
-    run_dir, reference_dir = Path(run_dir), Path(reference_dir)
-    if not (reference_dir / "summary.csv").is_file() or run_dir.resolve() == reference_dir.resolve():
-        return []
+def _model_and_steps(run_dir: Path) -> tuple:
+    """(model, reference N) of a run folder, from its run.json (None, None if there is none)."""
     import json
 
-    def compat(d: Path) -> tuple:
-        info = json.loads((d / "run.json").read_text()) if (d / "run.json").is_file() else {}
-        c = info.get("compat", {})
-        return c.get("model"), c.get("steps")
+    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    c = info.get("compat", {})
+    return c.get("model"), c.get("steps")
 
-    if compat(run_dir) != compat(reference_dir):
+
+def matching_reference(run_dir: Path, candidates: list[Path] | None = None) -> Path | None:
+    """The committed reference folder (``results/reference-cpu*``) of the run's base model and N."""
+    candidates = sorted(RESULTS_ROOT.glob("reference-cpu*")) if candidates is None else candidates
+    wanted = _model_and_steps(Path(run_dir))
+    return next(
+        (d for d in candidates if (d / "summary.csv").is_file() and _model_and_steps(d) == wanted), None
+    )
+
+
+def reference_comparison(run_dir: Path, reference_dir: Path | None = None) -> list[str]:
+    """Lines comparing the run's speed-ups with the committed reference's (default: the one of
+    the same model and N, ``matching_reference``; empty when there is none, it is the run
+    itself, or it ran another model or reference N)."""
+    run_dir = Path(run_dir)
+    reference_dir = matching_reference(run_dir) if reference_dir is None else Path(reference_dir)
+    if reference_dir is None or not (reference_dir / "summary.csv").is_file():
+        return []
+    if run_dir.resolve() == reference_dir.resolve():
+        return []
+    if _model_and_steps(run_dir) != _model_and_steps(reference_dir):
         return []
     rows = side_by_side(_summary(reference_dir), _summary(run_dir))
     if rows.empty:

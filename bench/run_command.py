@@ -19,7 +19,7 @@ from bench.config import (
     SPEEDUP_ESTIMATORS,
     suggest,
 )
-from bench.guards import load_sweep_yaml
+from bench.guards import flatten_name, load_sweep_yaml
 from bench.plugins import PluginManager
 
 if TYPE_CHECKING:
@@ -156,6 +156,10 @@ def sweep_from_args(args: argparse.Namespace, manager: PluginManager) -> Sweep:
         for key, value in DEFAULT_RUN.items():
             if key != "name" or not changed:
                 opts.setdefault(key, value)
+        model = opts.get("model")
+        if not changed and model and model != default_model() and flags["name"] is None:
+            # another model's default benchmark: its own folder, e.g. results/default-fashion-t2i
+            opts["name"] = flatten_name(f"{DEFAULT_RUN['name']}-{model}")
     if opts.pop("default_sweep", False) or args.default_sweep or not accels:
         accels = default_sweep_specs(manager, opts.get("reference", DEFAULT_REFERENCE)) + accels
     opts.setdefault("model", default_model())

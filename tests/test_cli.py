@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import types
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -160,6 +162,43 @@ def test_default_run_name_and_changed_settings(default_manager, monkeypatch):
     assert small.name is None and small.images == 20  # the runner derives the name from the settings
     assert _sweep(default_manager, ["--images", "20", "--name", "mine"]).name == "mine"
     assert _sweep(default_manager, ["--rounds", "4"]).replicates == 4
+
+
+def test_another_models_default_run_gets_its_own_folder(default_manager, monkeypatch):
+    """`migm-bench run --model fashion-t2i` is that model's default benchmark (250 images, the
+    default sweep) in results/default-fashion-t2i, so it never clashes with the default
+    model's results/default; --name still wins, and the default model keeps 'default'."""
+    monkeypatch.setenv("MIGM_BENCH_MODEL", TINY_MODEL)
+    other = _sweep(default_manager, ["--model", "fashion-t2i"])
+    assert (other.name, other.model, other.images) == ("default-fashion-t2i", "fashion-t2i", 250)
+    assert (
+        _sweep(default_manager, ["--model", "dimoo:checkpoint=/m/x"]).name == "default-dimoo_checkpoint=_m_x"
+    )
+    assert _sweep(default_manager, ["--model", "fashion-t2i", "--name", "mine"]).name == "mine"
+    assert _sweep(default_manager, ["--model", TINY_MODEL]).name == "default"
+    assert _sweep(default_manager, ["--model", "fashion-t2i", "--images", "8"]).name is None  # derived
+
+
+def test_run_is_compared_with_the_committed_reference_of_its_own_model(tmp_path):
+    from bench.compare import matching_reference, reference_comparison
+
+    def run_folder(name: str, model: str, speedup: float) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        (d / "run.json").write_text(json.dumps({"compat": {"model": model, "steps": None}}))
+        pd.DataFrame([{"accelerator": "few-step", "config_tag": "steps=4", "status": "ok", "speedup": speedup}]
+                     ).to_csv(d / "summary.csv", index=False)  # fmt: skip
+        return d
+
+    fashion = run_folder("reference-cpu", "fashion:default", 4.0)
+    t2i = run_folder("reference-cpu-fashion-t2i", "fashion-t2i:default", 3.0)
+    mine = run_folder("mine", "fashion-t2i:default", 2.7)
+    assert matching_reference(mine, [fashion, t2i]) == t2i
+    assert matching_reference(run_folder("other", "maskgit:default", 1.0), [fashion, t2i]) is None
+    lines = reference_comparison(mine, t2i)
+    assert "| few-step | steps=4 | 3.00x | 2.70x | -10.0 % |" in lines
+    assert reference_comparison(mine, fashion) == []  # another model: nothing to compare
+    assert reference_comparison(t2i, t2i) == []
 
 
 def test_reference_option(default_manager, monkeypatch, capsys):

@@ -21,8 +21,12 @@ from bench.hookspecs import hookimpl
 
 WEIGHTS = Path(__file__).parent / "weights"
 # text-to-image trainers: what -> function of base_models.fashion_t2i.commands
-T2I_COMMANDS = {"clip-t2i": "run_clip", "vqvae-t2i": "run_vqvae", "dimoo-t2i": "run_dimoo",
-                "attributes-t2i": "run_attributes"}
+T2I_COMMANDS = {
+    "clip-t2i": "run_clip",
+    "vqvae-t2i": "run_vqvae",
+    "dimoo-t2i": "run_dimoo",
+    "attributes-t2i": "run_attributes",
+}
 
 
 def _out_path(args: argparse.Namespace, work: Path, name: str) -> Path:

@@ -212,6 +212,16 @@ def sample_labels(classes: Tensor, heldout: bool, gen: torch.Generator) -> Tenso
     return torch.cat([classes[:, None], size_pos, tone[:, None]], dim=1)
 
 
+def sample_any_labels(classes: Tensor, gen: torch.Generator) -> Tensor:
+    """classes (n,) -> labels (n, 4) with size, position and tone uniform over *every*
+    combination, the held-out ones included: for instruments that read attributes off images
+    (the attribute classifier), which must not learn the split's gaps as cues."""
+    size = torch.randint(len(SIZES), (len(classes),), generator=gen)
+    position = torch.randint(len(POSITIONS), (len(classes),), generator=gen)
+    tone = torch.randint(len(TONES), (len(classes),), generator=gen)
+    return torch.stack([classes.long(), size, position, tone], dim=1)
+
+
 @dataclass(frozen=True)
 class CaptionBatch:
     """images (b, 1, 32, 32) in [0, 1]; captions: b strings; labels (b, 4) long (``ATTRIBUTES``)."""

@@ -3,7 +3,7 @@
     migm-bench train-base clip-t2i --ship   # train (~40 min on 2 cores), ship, evaluate
     migm-bench train-base vqvae-t2i --ship  # diffusers VQModel (~8-13 min): weights/dimoo-t2i/vqvae/
     migm-bench train-base dimoo-t2i --ship  # LLaDA model (~35-52 min): the rest of weights/dimoo-t2i/
-    migm-bench train-base attributes-t2i --ship --eval-images 10000  # attribute classifier (~5.5 min)
+    migm-bench train-base attributes-t2i --ship --eval-images 10000  # attribute classifier (~10 min)
 
 ``run_vqvae`` / ``run_dimoo`` write into the checkpoint folder --out (default
 <work>/dimoo-t2i; with --ship ``base_models/fashion_t2i/weights/dimoo-t2i``): the VQ into its
