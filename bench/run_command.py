@@ -117,6 +117,23 @@ def _check_yaml_type(path: str, key: str, value: Any) -> None:
         raise CLIError(f"sweep file {path}: {key} must be {want}, got {shown}")
 
 
+_DEFAULT_RUN_KEYS = ("images", "batch_size", "replicates")
+
+
+def _model_default_run(manager: PluginManager, model: str) -> dict[str, int]:
+    """The base model's own default-run settings (``BaseModelSpec.default_run``), checked."""
+    from bench.config import parse_spec
+
+    try:
+        spec = manager.get_base_model(parse_spec(model)[0])
+    except (KeyError, ValueError):
+        return {}  # an unknown model fails later, with the manager's own message
+    unknown = set(spec.default_run) - set(_DEFAULT_RUN_KEYS)
+    if unknown:
+        raise CLIError(f"base model {spec.name!r}: default_run has unknown keys {sorted(unknown)}")
+    return dict(spec.default_run)
+
+
 def sweep_from_args(args: argparse.Namespace, manager: PluginManager) -> Sweep:
     """Defaults < YAML file < flags. No accelerator anywhere: the default sweep."""
     from bench.runner import Sweep, default_sweep_specs
@@ -153,10 +170,10 @@ def sweep_from_args(args: argparse.Namespace, manager: PluginManager) -> Sweep:
         # FID on 250 images), unless the user overrides these keys; a changed setting
         # (e.g. --images 20) runs under a derived name instead of refusing to resume.
         changed = any(flags[k] is not None for k in _SETTING_FLAGS)
-        for key, value in DEFAULT_RUN.items():
+        model = opts.get("model") or default_model()
+        for key, value in {**DEFAULT_RUN, **_model_default_run(manager, model)}.items():
             if key != "name" or not changed:
                 opts.setdefault(key, value)
-        model = opts.get("model")
         if not changed and model and model != default_model() and flags["name"] is None:
             # another model's default benchmark: its own folder, e.g. results/default-fashion-t2i
             opts["name"] = flatten_name(f"{DEFAULT_RUN['name']}-{model}")

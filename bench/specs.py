@@ -44,13 +44,18 @@ class AcceleratorSpec:
 
 @dataclass(frozen=True)
 class BaseModelSpec:
-    """name: ``--model name:key=val``. factory(config, device) -> BaseModel."""
+    """name: ``--model name:key=val``. factory(config, device) -> BaseModel.
+    default_run: what ``migm-bench run --model name`` uses instead of ``bench.run_command.
+    DEFAULT_RUN``'s images / batch_size / replicates when no sweep is given (e.g. fewer images
+    for a model whose forward costs more, so its default benchmark keeps the 10-minute budget).
+    """
 
     name: str
     config_cls: type = LazyField()
     factory: Callable[[Any, torch.device], BaseModel] = LazyField()
     description: str = ""
     provider: str = ""
+    default_run: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from conftest import TINY_MODEL
 
 from bench import cli
 from bench.cli import main
+from bench.hookspecs import hookimpl
 
 SMALL = ["--images", "2", "--batch-size", "2", "--replicates", "1", "--device", "cpu", "--no-progress"]
 
@@ -170,13 +171,34 @@ def test_another_models_default_run_gets_its_own_folder(default_manager, monkeyp
     model's results/default; --name still wins, and the default model keeps 'default'."""
     monkeypatch.setenv("MIGM_BENCH_MODEL", TINY_MODEL)
     other = _sweep(default_manager, ["--model", "fashion-t2i"])
-    assert (other.name, other.model, other.images) == ("default-fashion-t2i", "fashion-t2i", 250)
+    assert (other.name, other.model) == ("default-fashion-t2i", "fashion-t2i")
     assert (
         _sweep(default_manager, ["--model", "dimoo:checkpoint=/m/x"]).name == "default-dimoo_checkpoint=_m_x"
     )
     assert _sweep(default_manager, ["--model", "fashion-t2i", "--name", "mine"]).name == "mine"
     assert _sweep(default_manager, ["--model", TINY_MODEL]).name == "default"
     assert _sweep(default_manager, ["--model", "fashion-t2i", "--images", "8"]).name is None  # derived
+
+
+def test_a_model_declares_its_own_default_run_size(default_manager, monkeypatch):
+    """BaseModelSpec.default_run replaces the default run's images / batch size / rounds for
+    that model (a costlier forward keeps the 10-minute budget); flags still win."""
+    from bench.specs import BaseModelSpec
+
+    monkeypatch.setenv("MIGM_BENCH_MODEL", TINY_MODEL)
+    tiny = default_manager.get_base_model(TINY_MODEL.split(":")[0])
+
+    class Plugin:
+        @hookimpl
+        def register_base_models(self, register):
+            register(BaseModelSpec(name="costly", config_cls=tiny.config_cls, factory=tiny.factory,
+                                   default_run={"images": 60, "batch_size": 12, "replicates": 5}))  # fmt: skip
+
+    default_manager.register(Plugin(), "costly-plugin")
+    chosen = _sweep(default_manager, ["--model", "costly"])
+    assert (chosen.name, chosen.images, chosen.batch_size, chosen.replicates) == ("default-costly", 60, 12, 5)
+    assert _sweep(default_manager, ["--model", "costly", "--rounds", "3"]).replicates == 3
+    assert _sweep(default_manager, []).images == 250  # the default model keeps DEFAULT_RUN
 
 
 def test_run_is_compared_with_the_committed_reference_of_its_own_model(tmp_path):
