@@ -59,6 +59,7 @@ SUMMARY_COLUMNS = [
     "speedup",
     "speedup_ci_low",
     "speedup_ci_high",
+    "speedup_estimator",
     "vanilla_latency_s_median",
     "flops_per_image",
     "flop_speedup",

@@ -87,7 +87,7 @@ def test_the_model_loads_the_folder_with_its_name_dataset_steps_and_heldout_capt
     model = builtins.make_base_model(spec(weights))
     assert isinstance(model, t2i.FashionT2IModel)
     assert model.name == "fashion-t2i" and model.dataset == "fashion-mnist-t2i"
-    assert model.default_sampling.steps == 16 and model.default_sampling.cfg_weight == 2.0
+    assert model.default_sampling.steps == 16 and model.default_sampling.cfg_weight == 1.0
     assert (model.rows, model.cols) == (8, 8)  # 32x32 pixels, the VQ's factor 4
     assert model.decode(torch.zeros(2, 64, dtype=torch.long)).shape == (2, 1, 32, 32)
     heldout = captions("heldout")

@@ -168,6 +168,9 @@ def test_min_estimator_run_records_it_and_refuses_to_resume_under_the_other(mana
     ref = rows[rows.metric == "vanilla_latency_s_per_image"].value.to_numpy()
     assert s.loc["steps=4", "speedup"] == pytest.approx(ref.min() / own.min())
     assert set(s["speedup_estimator"]) == {"min"}
+    from bench.results import metric_columns
+
+    assert "speedup_estimator" not in metric_columns(s.columns)  # a setting, not a quality metric
     assert json.loads(store.run_json.read_text())["compat"]["speedup_estimator"] == "min"
     sweep.speedup_estimator = "median-ratio"
     with pytest.raises(SweepError, match="speedup_estimator 'min' -> 'median-ratio'"):
