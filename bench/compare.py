@@ -79,10 +79,9 @@ def _table(rows: pd.DataFrame, a: str, b: str) -> list[str]:
 
 def _model_and_steps(run_dir: Path) -> tuple:
     """(model, reference N) of a run folder, from its run.json (None, None if there is none)."""
-    import json
+    from bench.results import RunStore
 
-    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
-    c = info.get("compat", {})
+    c = (RunStore(run_dir).read_run_info() or {}).get("compat", {})
     return c.get("model"), c.get("steps")
 
 
@@ -171,10 +170,10 @@ def noise_check(args: argparse.Namespace, manager) -> int:
 
 
 def paired_latencies(run_dir: Path) -> dict[tuple[str, str], tuple[list[float], list[float]]]:
-    """(accelerator, config_tag) -> (reference times, own times) per round, from measurements.csv."""
-    import pandas as pd
+    """(accelerator, config_tag) -> (reference times, own times) per round, from the run's measurements."""
+    from bench.results import RunStore
 
-    m = pd.read_csv(run_dir / "measurements.csv", keep_default_na=False, na_values=[""])
+    m = RunStore(run_dir).measurements()
     m = m[m["metric"].isin(["latency_s_per_image", "vanilla_latency_s_per_image"])]
     out = {}
     for (acc, tag), rows in m.groupby(["accelerator", "config_tag"]):

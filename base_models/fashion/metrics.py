@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -83,14 +84,26 @@ def _test_images(root: str) -> Tensor:
 def real_test_features(classifier: FashionClassifier, cache_dir: Path | None = None) -> RealFeatures:
     """RealFeatures of the test split in the classifier's feature space. The cache key holds
     the classifier's weights hash and (a hash of) the data folder."""
+    return cached_real_features(
+        "fashion-mnist-test-{root}-classifier-{weights}", _test_images, classifier, cache_dir
+    )
+
+
+def cached_real_features(
+    key: str, images: Callable[[str], Tensor], classifier: FashionClassifier, cache_dir: Path | None = None
+) -> RealFeatures:
+    """RealFeatures of ``images(root)`` (root: the resolved Fashion-MNIST folder) in the
+    classifier's penultimate space, cached under ``key`` with ``{root}`` (a hash of the folder)
+    and ``{weights}`` (the classifier's weights hash) filled in. MetricUnavailable now when
+    nothing is cached and the data set is missing, not in the middle of a run."""
     from base_models.fashion.data import DatasetMissing, data_root
 
     root = str(data_root().resolve())
-    key = f"fashion-mnist-test-{hashlib.sha256(root.encode()).hexdigest()[:8]}-classifier-{classifier.weights_hash}"
-    real = RealFeatures(key, lambda: _test_images(root), PenultimateFeatures(classifier), cache_dir=cache_dir)
+    key = key.format(root=hashlib.sha256(root.encode()).hexdigest()[:8], weights=classifier.weights_hash)
+    real = RealFeatures(key, lambda: images(root), PenultimateFeatures(classifier), cache_dir=cache_dir)
     if real.disk_path is None or not real.disk_path.is_file():
         try:
-            _test_images(root)  # fail now (-> unavailable), not in the middle of a run
+            images(root)
         except DatasetMissing as e:
             raise MetricUnavailable(str(e)) from e
     return real

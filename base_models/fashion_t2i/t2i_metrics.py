@@ -22,7 +22,6 @@ classifier weights are not there.
 from __future__ import annotations
 
 import functools
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import torch
 from torch import Tensor
 
 from base_models.fashion.classifier import FashionClassifier, PenultimateFeatures
+from base_models.fashion.metrics import cached_real_features
 from base_models.fashion_t2i import attributes
 from base_models.fashion_t2i.captions import ATTRIBUTES
 from base_models.fashion_t2i.parse import parse_captions
@@ -187,51 +187,36 @@ def heldout_images(root: str | None = None) -> Tensor:
 
 def real_heldout_features(classifier: FashionClassifier, cache_dir: Path | None = None) -> RealFeatures:
     """RealFeatures of the realised held-out split; the key holds the classifier's weights hash
-    and a hash of the data folder (as ``base_models.fashion.metrics.real_test_features``)."""
-    from base_models.fashion.data import DatasetMissing, data_root
-
-    root = str(data_root().resolve())
-    root_hash = hashlib.sha256(root.encode()).hexdigest()[:8]
-    key = f"fashion-t2i-heldout-{root_hash}-attributes-{classifier.weights_hash}"
-    real = RealFeatures(
-        key, lambda: heldout_images(root), PenultimateFeatures(classifier), cache_dir=cache_dir
+    and a hash of the data folder (``base_models.fashion.metrics.cached_real_features``)."""
+    return cached_real_features(
+        "fashion-t2i-heldout-{root}-attributes-{weights}", heldout_images, classifier, cache_dir
     )
-    if real.disk_path is None or not real.disk_path.is_file():
-        try:
-            heldout_images(root)  # fail now (-> unavailable), not in the middle of a run
-        except DatasetMissing as e:
-            raise MetricUnavailable(str(e)) from e
-    return real
 
 
-class AttributeFID(FIDMetric):
-    """``FIDMetric`` whose generated features come from the shared ``readout``."""
+class _ReadoutFeatures:
+    """Mixin for ``FIDMetric`` / ``KIDMetric``: the generated images' features come from the
+    shared ``readout`` (one classifier forward for every metric here); ``INFO`` names the metric."""
+
+    INFO: MetricInfo
 
     def __init__(self, classifier: FashionClassifier, real: RealFeatures) -> None:
-        super().__init__(FID_INFO, PenultimateFeatures(classifier), real)
+        super().__init__(self.INFO, PenultimateFeatures(classifier), real)
         self.classifier = classifier
 
     def features(self, generated: GeneratedBatch) -> Tensor:
-        return _checked_features(self, generated)
+        if len(generated.images) < 2:
+            raise ValueError(
+                f"{self.info.name}: needs at least 2 generated images, got {len(generated.images)}"
+            )
+        return readout(self.classifier, generated, self.info.name).features  # (n, 128) float64
 
 
-class AttributeKID(KIDMetric):
-    """``KIDMetric`` whose generated features come from the shared ``readout``."""
-
-    def __init__(self, classifier: FashionClassifier, real: RealFeatures) -> None:
-        super().__init__(KID_INFO, PenultimateFeatures(classifier), real)
-        self.classifier = classifier
-
-    def features(self, generated: GeneratedBatch) -> Tensor:
-        return _checked_features(self, generated)
+class AttributeFID(_ReadoutFeatures, FIDMetric):
+    INFO = FID_INFO
 
 
-def _checked_features(metric: AttributeFID | AttributeKID, generated: GeneratedBatch) -> Tensor:
-    if len(generated.images) < 2:
-        raise ValueError(
-            f"{metric.info.name}: needs at least 2 generated images, got {len(generated.images)}"
-        )
-    return readout(metric.classifier, generated, metric.info.name).features  # (n, 128) float64
+class AttributeKID(_ReadoutFeatures, KIDMetric):
+    INFO = KID_INFO
 
 
 def _fid_attributes(model) -> AttributeFID:
