@@ -135,16 +135,18 @@ def cpu_hog() -> Iterator[subprocess.Popen]:
 
 def noise_check(args: argparse.Namespace, manager) -> int:
     """Run the sweep quiet, then beside a CPU hog; print both speed-ups per configuration."""
+    from bench.run_command import model_extra_sweep
     from bench.runner import Sweep, default_sweep_specs, run_sweep
 
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) / f"noise-check-{stamp}"
     metrics = [] if args.metrics is None else [m.strip() for m in args.metrics.split(",") if m.strip()]
-    specs = args.accel or default_sweep_specs(manager)
+    model = args.model or "fashion"
+    specs = args.accel or default_sweep_specs(manager) + model_extra_sweep(manager, model)
     runs = {}
     for name in ("quiet", "hog"):
         sweep = Sweep(
-            model=args.model or "fashion", accelerators=list(specs), images=args.images, batch_size=args.batch_size,
+            model=model, accelerators=list(specs), images=args.images, batch_size=args.batch_size,
             replicates=args.rounds, metrics=metrics, name=name, out=str(out), device=args.device, threads=args.threads,
             speedup_estimator=args.speedup_estimator,
         )  # fmt: skip

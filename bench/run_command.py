@@ -24,6 +24,7 @@ from bench.plugins import PluginManager
 
 if TYPE_CHECKING:
     from bench.runner import Sweep
+    from bench.specs import BaseModelSpec
 
 # The base model ``migm-bench run`` uses without --model (provided by the lead's plugin);
 # the MIGM_BENCH_MODEL environment variable overrides it.
@@ -120,14 +121,28 @@ def _check_yaml_type(path: str, key: str, value: Any) -> None:
 _DEFAULT_RUN_KEYS = ("images", "batch_size", "replicates")
 
 
-def _model_default_run(manager: PluginManager, model: str) -> dict[str, int]:
-    """The base model's own default-run settings (``BaseModelSpec.default_run``), checked."""
+def _model_spec(manager: PluginManager, model: str) -> BaseModelSpec | None:
+    """The registered spec of base model spec string ``model`` (None if unknown: it fails later,
+    with the manager's own message)."""
     from bench.config import parse_spec
 
     try:
-        spec = manager.get_base_model(parse_spec(model)[0])
+        return manager.get_base_model(parse_spec(model)[0])
     except (KeyError, ValueError):
-        return {}  # an unknown model fails later, with the manager's own message
+        return None
+
+
+def model_extra_sweep(manager: PluginManager, model: str) -> list[str]:
+    """The configurations base model ``model`` adds to the default sweep (``BaseModelSpec.extra_sweep``)."""
+    spec = _model_spec(manager, model)
+    return list(spec.extra_sweep) if spec is not None else []
+
+
+def _model_default_run(manager: PluginManager, model: str) -> dict[str, int]:
+    """The base model's own default-run settings (``BaseModelSpec.default_run``), checked."""
+    spec = _model_spec(manager, model)
+    if spec is None:
+        return {}
     unknown = set(spec.default_run) - set(_DEFAULT_RUN_KEYS)
     if unknown:
         raise CLIError(f"base model {spec.name!r}: default_run has unknown keys {sorted(unknown)}")
@@ -177,9 +192,10 @@ def sweep_from_args(args: argparse.Namespace, manager: PluginManager) -> Sweep:
         if not changed and model and model != default_model() and flags["name"] is None:
             # another model's default benchmark: its own folder, e.g. results/default-fashion-t2i
             opts["name"] = flatten_name(f"{DEFAULT_RUN['name']}-{model}")
-    if opts.pop("default_sweep", False) or args.default_sweep or not accels:
-        accels = default_sweep_specs(manager, opts.get("reference", DEFAULT_REFERENCE)) + accels
     opts.setdefault("model", default_model())
+    if opts.pop("default_sweep", False) or args.default_sweep or not accels:
+        default = default_sweep_specs(manager, opts.get("reference", DEFAULT_REFERENCE))
+        accels = default + model_extra_sweep(manager, opts["model"]) + accels
     fields = {f.name: f for f in dataclasses.fields(Sweep)}
     for key in _YAML_INTS:
         if (

@@ -48,6 +48,9 @@ class BaseModelSpec:
     default_run: what ``migm-bench run --model name`` uses instead of ``bench.run_command.
     DEFAULT_RUN``'s images / batch_size / replicates when no sweep is given (e.g. fewer images
     for a model whose forward costs more, so its default benchmark keeps the 10-minute budget).
+    extra_sweep: accelerator specs added to the accelerators' default sweeps whenever this model
+    runs them: configurations only this model ships weights for (e.g. a shortcut variant trained
+    for it), so the other models' default runs never ask for weights that do not exist.
     """
 
     name: str
@@ -56,6 +59,7 @@ class BaseModelSpec:
     description: str = ""
     provider: str = ""
     default_run: dict[str, int] = field(default_factory=dict)
+    extra_sweep: tuple[str, ...] = ()
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import types
@@ -199,6 +200,24 @@ def test_a_model_declares_its_own_default_run_size(default_manager, monkeypatch)
     assert (chosen.name, chosen.images, chosen.batch_size, chosen.replicates) == ("default-costly", 60, 12, 5)
     assert _sweep(default_manager, ["--model", "costly", "--rounds", "3"]).replicates == 3
     assert _sweep(default_manager, []).images == 250  # the default model keeps DEFAULT_RUN
+
+
+def test_a_model_adds_the_configurations_only_it_ships_weights_for(default_manager, monkeypatch):
+    """BaseModelSpec.extra_sweep joins the default sweep for that model only: fashion-t2i's narrow
+    shortcut runs in its default benchmark, never in another model's."""
+    monkeypatch.setenv("MIGM_BENCH_MODEL", TINY_MODEL)
+    narrow = "shortcut:steps=16,budget=6,variant=narrow"
+    default_manager.register(importlib.import_module("base_models.fashion_t2i.hooks"))
+    t2i = _sweep(default_manager, ["--model", "fashion-t2i"]).accelerators
+    assert t2i[-1] == narrow and t2i[:-1] == _sweep(default_manager, []).accelerators
+    assert narrow not in _sweep(default_manager, ["--model", "fashion"]).accelerators
+    both = _sweep(
+        default_manager, ["--model", "fashion-t2i", "--default-sweep", "--accel", "few-step:steps=3"]
+    )
+    assert both.accelerators[-2:] == [narrow, "few-step:steps=3"]
+    assert _sweep(
+        default_manager, ["--model", "fashion-t2i", "--accel", "few-step:steps=3"]
+    ).accelerators == ["few-step:steps=3"]  # an explicit sweep is taken as given
 
 
 def test_run_is_compared_with_the_committed_reference_of_its_own_model(tmp_path):

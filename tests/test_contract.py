@@ -101,7 +101,10 @@ def tiny_shortcut_weights(model, tmp_path_factory):
                 torch.manual_seed(0)
                 net = ShortcutNet.for_model(model, ShortcutNetConfig(no_cross_attention=nocross))
             shortcut_weights.save_shortcut(
-                shortcut_weights.default_weights_path(model.name, nocross), net, model, 0
+                shortcut_weights.default_weights_path(model.name, "nocross" if nocross else "default"),
+                net,
+                model,
+                0,
             )
         yield
 

@@ -225,6 +225,25 @@ def test_variant_must_match_the_weights(tiny, tmp_path):
         run(tiny, acc)
 
 
+def test_each_variant_has_its_own_shipped_file(tiny, tmp_path, monkeypatch):
+    from accelerators.shortcut import weights
+    from accelerators.shortcut.networks import MaskGITFamily
+
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+    names = {v: weights.default_weights_path("m", v).name for v in ("default", "nocross", "narrow")}
+    assert names == {"default": "m_shortcut.safetensors", "nocross": "m_shortcut_nocross.safetensors",
+                     "narrow": "m_shortcut_narrow.safetensors"}  # fmt: skip
+    with pytest.raises(ValueError, match="unknown shortcut variant 'wide'"):
+        weights.default_weights_path("m", "wide")
+    # a missing narrow file says how to train it (its own width options, not the reference's)
+    with pytest.raises(ShortcutWeightsError, match="--ratio 4 --mlp-width 128"):
+        Shortcut(ShortcutConfig(steps=6, budget=2, variant="narrow")).network(tiny)
+    with pytest.raises(ValueError, match="--mlp-width is DiMOO-Shortcut's"):
+        MaskGITFamily.new_net(tiny, ShortcutNetConfig(), mlp_width=8)
+    with pytest.raises(ValueError, match="mlp_width must be >= 0"):
+        TrainOptions(data="d", mlp_width=-1)
+
+
 def test_config_errors_are_clear():
     with pytest.raises(UnknownNameError, match="nocross"):
         Shortcut(ShortcutConfig(variant="nocros"))

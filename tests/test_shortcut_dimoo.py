@@ -204,7 +204,11 @@ def contract_weights(model, tmp_path_factory):
         mp.setattr(weights, "WEIGHTS_DIR", folder)
         for nocross in (False, True):
             net = random_net(model, seed=5, no_cross_attention=nocross)
-            save_dimoo_shortcut(weights.default_weights_path(model.name, nocross), net, model.fingerprint())
+            save_dimoo_shortcut(
+                weights.default_weights_path(model.name, "nocross" if nocross else "default"),
+                net,
+                model.fingerprint(),
+            )
         yield
 
 
@@ -258,6 +262,15 @@ def test_collect_train_and_run_from_the_command_line(spec, model, manager, tmp_p
     assert meta["base_model"] == model.name and json.loads(meta["train_steps"]) == STEPS
     assert net.config == dimoo_config(model, net_config_of(net)) and net.config.inner_dim == model.dim // 2
     assert len(curve.read_text().splitlines()) == 3
+    # the "narrow" variant (not in the reference): a quarter of the width, its MLP set by --mlp-width
+    narrow = weights.default_weights_path(model.name, "narrow")
+    assert cli(["shortcut", "train", "--data", str(data), "--iters", "2", "--batch-size", "3", "--ratio", "4",
+                "--mlp-width", "12", "--out", str(narrow), "--no-progress"]) == 0  # fmt: skip
+    small, _ = load_dimoo_shortcut(narrow, model.fingerprint())
+    assert (small.config.inner_dim, small.config.mlp_hidden_size) == (model.dim // 4, 12)
+    assert net.config.mlp_hidden_size == model.block_config()["mlp_hidden_size"]  # the reference keeps F
+    slim = manager.make_accelerator("shortcut:budget=3,variant=narrow")
+    assert slim.network(model).config == small.config
 
     accel = manager.make_accelerator("shortcut:budget=3")  # the default weights path
     cond = model.conditions(2, torch.Generator())
@@ -272,8 +285,9 @@ def test_collect_train_and_run_from_the_command_line(spec, model, manager, tmp_p
     out_json = tmp_path / "cost.json"
     assert cli(["shortcut", "cost", "--model", spec, "--rows", "4", "--replicates", "1", "--out",
                 str(out_json)]) == 0  # fmt: skip
-    (row,) = json.loads(out_json.read_text())
-    assert 0 < row["c_flops"] < 1 and row["variant"] == "default"
+    row, slim_row = json.loads(out_json.read_text())  # every shipped variant (no nocross file here)
+    assert 0 < row["c_flops"] < 1 and (row["variant"], slim_row["variant"]) == ("default", "narrow")
+    assert slim_row["shortcut_flops"] < row["shortcut_flops"]
     assert "c = " in capsys.readouterr().out
 
 

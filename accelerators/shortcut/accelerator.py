@@ -45,7 +45,10 @@ from bench.config import ALWAYS_TAG, UnknownNameError, suggest
 from bench.integrity import sha256
 from bench.protocol import BaseModel, StepContext, StepOutput
 
-VARIANTS = {"default": False, "nocross": True}  # variant -> trained without cross-attention
+# variant -> trained without cross-attention (weights files: ``weights.VARIANT_SUFFIXES``)
+VARIANTS = {"default": False, "nocross": True, "narrow": False}
+# what creates a variant's file besides --data/--out (the reference options for default / nocross)
+TRAIN_FLAGS = {"default": "", "nocross": " --no-cross-attention", "narrow": " --ratio 4 --mlp-width 128"}
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,10 @@ class ShortcutConfig:
     budget: B, the number of full base-model steps (step 0 and B - 1 spread over the rest);
     the other N - B steps cost one shortcut call each (~1/20 of a full forward). Smaller B:
     faster, but prediction errors accumulate between full steps. B = N is vanilla.
-    variant: "default" or "nocross" (the ablation trained without cross-attention to the new
-    tokens); picks the shipped weights file.
+    variant: "default" (the reference network), "nocross" (the ablation trained without
+    cross-attention to the new tokens) or "narrow" (DiMOO-Shortcut at a quarter of the base
+    width, its MLP scaled alike: about a third of the default's cost per call, less accurate; not
+    in the reference); picks the shipped weights file.
     weights: an explicit weights file, overriding the variant's default file.
     """
 
@@ -104,7 +109,7 @@ class Shortcut(AcceleratorBase):
     def weights_path(self, model: BaseModel) -> Path:
         if self.config.weights:
             return Path(self.config.weights)
-        return default_weights_path(model.name, VARIANTS[self.config.variant])
+        return default_weights_path(model.name, self.config.variant)
 
     def weights_fingerprint(self, model: BaseModel) -> str | None:
         """sha256 prefix of the weights file this configuration uses (None if it needs none or
@@ -120,7 +125,7 @@ class Shortcut(AcceleratorBase):
             return self._net
         path = self.weights_path(model)
         if not path.is_file():
-            flag = " --no-cross-attention" if VARIANTS[self.config.variant] else ""
+            flag = TRAIN_FLAGS[self.config.variant]
             data = f"data/shortcut/{model.name}"
             # a model with its own layout (dimoo) is named after its spec's options, not by a spec
             spec = (

@@ -26,7 +26,7 @@ import torch
 
 from accelerators.shortcut.dimoo_model import DiMOOShortcutNet
 from accelerators.shortcut.networks import load_network
-from accelerators.shortcut.weights import default_weights_path
+from accelerators.shortcut.weights import VARIANT_SUFFIXES, default_weights_path
 from bench.compare import add_threads_argument
 from bench.flops import count_flops
 from bench.forward import full_forward, logits_of
@@ -95,8 +95,8 @@ def _run(args: argparse.Namespace) -> int:
 
     model = get_manager().make_base_model(args.model, torch.device("cpu"))
     rows = []
-    for variant, nocross in (("default", False), ("nocross", True)):
-        path = default_weights_path(model.name, nocross)
+    for variant in VARIANT_SUFFIXES:
+        path = default_weights_path(model.name, variant)
         if not path.is_file():
             print(f"{variant}: no weights at {path}, skipped")
             continue

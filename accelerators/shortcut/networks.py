@@ -101,17 +101,21 @@ def block_config(model: BaseModel) -> dict[str, Any]:
     return {k: options[k] for k in BLOCK_OPTIONS}
 
 
-def dimoo_config(model: BaseModel, net: ShortcutNetConfig) -> DiMOOShortcutConfig:
+def dimoo_config(model: BaseModel, net: ShortcutNetConfig, mlp_width: int = 0) -> DiMOOShortcutConfig:
     """DiMOO-Shortcut's shape for ``model``: the base blocks' options, the width D of its features,
     and the options the two families share (bottleneck ratio, blocks, time embedding, cross
-    attention; ``heads`` and ``mlp_ratio`` are the base model's here, not options)."""
+    attention; ``heads`` and ``mlp_ratio`` are the base model's here, not options). ``mlp_width``
+    > 0 replaces the base model's MLP width (not in the reference: a cheaper network)."""
+    options = block_config(model)
+    if mlp_width:
+        options["mlp_hidden_size"] = mlp_width
     return DiMOOShortcutConfig(
         base_dim=model.dim,
         bottleneck_ratio=net.ratio,
         n_block=net.num_blocks,
         embed_t=net.time_embedding,
         cross_attention=not net.no_cross_attention,
-        **block_config(model),
+        **options,
     )
 
 
@@ -122,7 +126,9 @@ class MaskGITFamily:
     lazy_features = False  # the trajectories fit in memory
 
     @staticmethod
-    def new_net(model: BaseModel, config: ShortcutNetConfig) -> nn.Module:
+    def new_net(model: BaseModel, config: ShortcutNetConfig, mlp_width: int = 0) -> nn.Module:
+        if mlp_width:
+            raise ValueError("--mlp-width is DiMOO-Shortcut's; MaskGIT-Shortcut's MLP is set by --mlp-ratio")
         return ShortcutNet.for_model(model, config)
 
     @staticmethod
@@ -146,8 +152,8 @@ class DiMOOFamily:
     lazy_features = True  # ~4.4 GB per image at 1024 px: read per pair from the shards
 
     @staticmethod
-    def new_net(model: BaseModel, config: ShortcutNetConfig) -> nn.Module:
-        return DiMOOShortcutNet(dimoo_config(model, config)).to(model_device(model))
+    def new_net(model: BaseModel, config: ShortcutNetConfig, mlp_width: int = 0) -> nn.Module:
+        return DiMOOShortcutNet(dimoo_config(model, config, mlp_width)).to(model_device(model))
 
     @staticmethod
     def pairs(model: BaseModel, data: Trajectories, image: Tensor, stream: Tensor, step: Tensor,

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         table = measure_loop_overhead(
             manager, model, args.accel or SHORTCUTS + OTHERS, args.batch_size, args.rounds, device, args.seed
         )
-        net, _ = load_shortcut(default_weights_path(model.name, False), model)
+        net, _ = load_shortcut(default_weights_path(model.name), model)
         net.eval()
         cost = measure_cost(model, net, rows=2 * args.batch_size, replicates=args.cost_replicates)
     print(f"freed memory kept for reuse (glibc malloc, no trimming): {'yes' if kept else 'no (not glibc)'}")

@@ -108,6 +108,9 @@ class TrainOptions:
     validations (and curve rows) / checkpoints. val_pairs: validation pairs at most.
     curve: training-curve CSV (default results/training/shortcut[_nocross].csv when training the
         shipped weights, else <work>/curve.csv, so trial runs leave the committed curves alone).
+    mlp_width: DiMOO-Shortcut's SwiGLU width (0 = the base model's, as the reference keeps it;
+        smaller = a cheaper call, less capacity; not in the reference). MaskGIT-Shortcut sets its
+        MLP by ``net.mlp_ratio`` instead.
     """
 
     data: str
@@ -133,6 +136,7 @@ class TrainOptions:
     curve: str = ""
     net: ShortcutNetConfig = field(default_factory=ShortcutNetConfig)
     family: str = "auto"
+    mlp_width: int = 0
     show_progress: bool = True
 
     def __post_init__(self) -> None:
@@ -148,6 +152,8 @@ class TrainOptions:
             )
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema decay must lie in [0, 1), got {self.ema}")
+        if self.mlp_width < 0:
+            raise ValueError(f"mlp_width must be >= 0 (0 = the base model's), got {self.mlp_width}")
         if self.family not in FAMILIES:
             raise ValueError(f"unknown network family {self.family!r}; choose one of {', '.join(FAMILIES)}")
 
@@ -285,7 +291,9 @@ def _check_data_matches(model: BaseModel, manifest: dict[str, Any], data: str) -
 
 def _resolve_paths(model: BaseModel, options: TrainOptions, family=MaskGITFamily) -> tuple[Path, Path, Path]:
     out = (
-        Path(options.out) if options.out else default_weights_path(model.name, options.net.no_cross_attention)
+        Path(options.out)
+        if options.out
+        else default_weights_path(model.name, "nocross" if options.net.no_cross_attention else "default")
     )
     work = Path(options.work) if options.work else Path(options.data) / f"train-{out.stem}"
     suffix = "_nocross" if options.net.no_cross_attention else ""
@@ -338,7 +346,7 @@ def _load_data(model: BaseModel, options: TrainOptions, rank: int, world: int,
 def _initial_net(model: BaseModel, options: TrainOptions, family=MaskGITFamily) -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]):  # same initial weights on every rank, no global RNG touched
         torch.manual_seed(options.seed)
-        net = family.new_net(model, options.net).train()
+        net = family.new_net(model, options.net, options.mlp_width).train()
         if options.zero_init and isinstance(net.proj_out, torch.nn.Linear):
             torch.nn.init.zeros_(net.proj_out.weight)  # start at the identity f_{i+1} = f_i
             torch.nn.init.zeros_(net.proj_out.bias)
@@ -489,6 +497,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--no-time-embedding", action="store_true", help="ablation: no adaLN time conditioning"
     )
     parser.add_argument("--no-cross-attention", action="store_true", help="ablation: ignore the new tokens")
+    parser.add_argument("--mlp-width", type=int, default=d.mlp_width,
+                        help="DiMOO-Shortcut's MLP width (default 0 = the base model's, the reference; "
+                             "smaller = cheaper calls, not in the reference)")  # fmt: skip
     parser.add_argument("--family", choices=FAMILIES, default=d.family,
                         help="network: auto (DiMOO-Shortcut for a base model with its own sequence layout, "
                              "e.g. dimoo; MaskGIT-Shortcut otherwise), maskgit or dimoo; on dimoo --heads and "
@@ -508,7 +519,8 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
         decay_at=args.decay_at, decay_factor=args.decay_factor, ema=args.ema, ema_warmup=not args.no_ema_warmup,
         zero_init=args.zero_init, loss_reduction=args.loss_reduction, val_fraction=args.val_fraction,
         val_every=args.val_every, val_pairs=args.val_pairs, ckpt_every=args.ckpt_every, seed=args.seed,
-        curve=args.curve, net=net, family=args.family, show_progress=not args.no_progress,
+        curve=args.curve, net=net, family=args.family, mlp_width=args.mlp_width,
+        show_progress=not args.no_progress,
     )  # fmt: skip
 
 

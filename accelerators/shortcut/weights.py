@@ -24,12 +24,19 @@ from bench.results import atomic_save_safetensors
 
 FORMAT = "migm-bench-shortcut"
 VERSION = "1"
-WEIGHTS_DIR = Path(__file__).parent / "weights"  # shipped files: <model>_shortcut[_nocross].safetensors
+WEIGHTS_DIR = Path(__file__).parent / "weights"  # shipped files: <model>_shortcut[_<variant>].safetensors
+# shipped variants -> file-name suffix: the reference network, its no-cross-attention ablation, and
+# "narrow" (DiMOO-Shortcut at a quarter of the base width with the MLP scaled alike: a cheaper call,
+# not in the reference; ``shortcut train --ratio 4 --mlp-width``)
+VARIANT_SUFFIXES = {"default": "", "nocross": "_nocross", "narrow": "_narrow"}
 
 
-def default_weights_path(model_name: str, no_cross_attention: bool = False) -> Path:
-    """Where the shipped shortcut for base model ``model_name`` lives (and ``train`` writes by default)."""
-    return WEIGHTS_DIR / f"{model_name}_shortcut{'_nocross' if no_cross_attention else ''}.safetensors"
+def default_weights_path(model_name: str, variant: str = "default") -> Path:
+    """Where the shipped shortcut ``variant`` for base model ``model_name`` lives (and ``train``
+    writes the default and nocross ones by default)."""
+    if variant not in VARIANT_SUFFIXES:
+        raise ValueError(f"unknown shortcut variant {variant!r}; choose one of {', '.join(VARIANT_SUFFIXES)}")
+    return WEIGHTS_DIR / f"{model_name}_shortcut{VARIANT_SUFFIXES[variant]}.safetensors"
 
 
 class ShortcutWeightsError(ValueError):
