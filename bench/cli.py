@@ -131,6 +131,12 @@ def cmd_report(args: argparse.Namespace, manager: PluginManager) -> int:
 
 
 # ------------------------------------------------------------------- parser
+def _machine_noise(args: argparse.Namespace) -> int:
+    from bench.machine_noise import run  # torch only when used: start-up stays light
+
+    return run(args)
+
+
 def build_parser(manager: PluginManager) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="migm-bench", description="Benchmark accelerators of masked image generation models."
@@ -161,6 +167,13 @@ def build_parser(manager: PluginManager) -> argparse.ArgumentParser:
     )
     add_noise_check_arguments(p)
     p.set_defaults(func=bind(noise_check))
+
+    p = sub.add_parser(
+        "machine-noise", help="how steadily this machine runs a fixed workload (CV, autocorrelation)"
+    )
+    p.add_argument("--seconds", type=float, default=30.0, help="how long to sample (default 30)")
+    p.add_argument("--sample-ms", type=float, default=60.0, help="length of one sample (default 60 ms)")
+    p.set_defaults(func=_machine_noise)
 
     about = check.__doc__.split("\n\n")[1].replace("\n", " ").replace("``", "")
     p = sub.add_parser("check", help="contract checks of an accelerator or base model", description=about)

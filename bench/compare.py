@@ -168,6 +168,8 @@ def noise_check(args: argparse.Namespace, manager) -> int:
           f"results in {out}")  # fmt: skip
     for line in estimator_agreement(runs["quiet"], runs["hog"]):
         print(line)
+    for line in change_intervals(runs["quiet"], runs["hog"], args.speedup_estimator):
+        print(line)
     return 0 if verdict == "PASS" else 1
 
 
@@ -203,6 +205,28 @@ def estimator_agreement(quiet: Path, hog: Path) -> list[str]:
             within = sum(d <= AGREEMENT for d in diff)
             lines.append(f"  same rounds, --speedup-estimator {name}: {within} of {len(diff)} within "
                          f"{100 * AGREEMENT:.0f} % (largest {100 * max(diff):.1f} %)")  # fmt: skip
+    return lines
+
+
+def change_intervals(quiet: Path, hog: Path, estimator: str) -> list[str]:
+    """How many speed-up moves the timed rounds' own noise explains (``bench.stats.speedup_change``:
+    the 95 % interval of hog / quiet - 1 holds 0), and the interval of every move past
+    ``AGREEMENT``: a FAIL whose moves all hold 0 is round noise (more --rounds narrow it), one
+    whose intervals exclude 0 is the load itself moving the speed-ups."""
+    from bench import stats
+
+    a, b = paired_latencies(quiet), paired_latencies(hog)
+    changes = {k: stats.speedup_change(a[k], b[k], estimator) for k in a if k in b}
+    changes = {k: c for k, c in changes.items() if math.isfinite(c.value)}
+    if not changes:
+        return []
+    noise = sum(c.low <= 0 <= c.high for c in changes.values())
+    head = (f"  {noise} of {len(changes)} moves hold 0 in their 95 % interval (hog / quiet - 1, each run's "
+            f"rounds resampled; --speedup-estimator {estimator}): round noise explains them")  # fmt: skip
+    lines = [head]
+    for (acc, tag), c in changes.items():
+        if abs(c.value) > AGREEMENT:
+            lines.append(f"    {acc} {tag}: {100 * c.value:+.1f} % [{100 * c.low:+.1f}, {100 * c.high:+.1f}]")
     return lines
 
 

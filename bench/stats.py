@@ -119,6 +119,36 @@ def min_speedup(reference: Sequence[float], times: Sequence[float], seed: int = 
 SPEEDUP_ESTIMATORS: dict[str, Callable[..., Estimate]] = {"median-ratio": paired_speedup, "min": min_speedup}
 
 
+# each estimator's statistic on resampled paired rounds: (R, n) reference, (R, n) own -> (R,)
+_RESAMPLED: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "median-ratio": lambda ref, own: np.median(ref / own, axis=1),
+    "min": lambda ref, own: ref.min(axis=1) / own.min(axis=1),
+}
+
+
+def speedup_change(
+    first: tuple[Sequence[float], Sequence[float]],
+    second: tuple[Sequence[float], Sequence[float]],
+    estimator: str = DEFAULT_SPEEDUP_ESTIMATOR,
+    seed: int = 0,
+) -> Estimate:
+    """How much a speed-up moved between two independent runs: speed-up(second) / speed-up(first)
+    - 1, each given as (reference times, own times) per paired round, with the percentile
+    bootstrap interval that resamples each run's rounds on its own. An interval holding 0 means
+    the rounds' own noise explains the move; one that excludes it, that the runs differ."""
+    if estimator not in _RESAMPLED:
+        raise ValueError(f"unknown speed-up estimator {estimator!r}; choose one of {', '.join(_RESAMPLED)}")
+    stat = _RESAMPLED[estimator]
+    (ref_a, own_a), (ref_b, own_b) = _paired(*first), _paired(*second)
+    if ref_a.size == 0 or ref_b.size == 0:
+        return Estimate(math.nan)
+    point = float(stat(ref_b[None], own_b[None])[0] / stat(ref_a[None], own_a[None])[0] - 1)
+    rows_a = resample_indices(ref_a.size, RESAMPLES, seed)  # (R, n_a)
+    rows_b = resample_indices(ref_b.size, RESAMPLES, seed + 1)  # independent of the first run's
+    low, high = _percentiles(stat(ref_b[rows_b], own_b[rows_b]) / stat(ref_a[rows_a], own_a[rows_a]) - 1)
+    return Estimate(point, low, high)
+
+
 def speedup(
     reference: Sequence[float],
     times: Sequence[float],

@@ -283,6 +283,8 @@ def test_noise_check_runs_quiet_and_loaded_and_compares(default_manager, tmp_pat
                     if line.startswith("  same rounds")}  # fmt: skip
     assert set(by_estimator) == {"median-ratio", "min"}
     assert by_estimator["median-ratio"].split(": ")[1].startswith(f"{within} of 2 within 10 %")
+    noise = next(line for line in out.splitlines() if "moves hold 0 in their 95 % interval" in line)
+    assert " of 2 moves" in noise and "--speedup-estimator median-ratio" in noise
 
 
 def test_cpu_hog_runs_while_the_block_runs():

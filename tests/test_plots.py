@@ -240,26 +240,44 @@ def test_report_prints_intervals_and_timing(tmp_path):
     assert "Timing unstable for: shortcut budget=6" in text
 
 
-def test_labels_are_whole_apart_and_inside_the_axes():
-    """On the committed 17-configuration reference run: every point's label is its whole tag
-    (the no-cross ablation is told apart from the plain shortcut), no two labels overlap and
-    none leaves the axes."""
+@pytest.mark.parametrize(
+    "run, metrics",
+    [
+        ("reference-cpu", ("psnr_vs_vanilla", "fid")),
+        ("reference-cpu-fashion-t2i", ("clip_score", "token_agreement")),
+    ],
+)
+def test_labels_are_whole_apart_and_inside_the_axes(run, metrics):
+    """On the committed reference runs (17 and 18 configurations): every point's label is its
+    whole tag (the no-cross and narrow variants are told apart from the plain shortcut), no two
+    labels overlap, no label covers another point's marker or leaves the axes, and no leader
+    line runs through another label."""
     from pathlib import Path
 
+    from bench.label_placement import _crosses, text_box
     from bench.plots import pareto_figure
 
-    run = Path(__file__).resolve().parent.parent / "results" / "reference-cpu"
-    for metric in ("psnr_vs_vanilla", "fid"):
-        fig, labels = pareto_figure(run, metric)
+    folder = Path(__file__).resolve().parent.parent / "results" / run
+    for metric in metrics:
+        fig, labels = pareto_figure(folder, metric)
         renderer = fig.canvas.get_renderer()
+        ax = fig.axes[0]
         texts = [t.get_text().replace("\n", "") for t in labels]
         assert "steps=16,budget=6,variant=nocross" in texts and "steps=16,budget=6" in texts
-        boxes = [t.get_window_extent(renderer) for t in labels]
-        axes = fig.axes[0].get_window_extent(renderer)
+        boxes = [text_box(t, renderer) for t in labels]  # the text, not its leader
+        points = [ax.transData.transform(t.xy) for t in labels]
+        axes = ax.get_window_extent(renderer)
         for i, a in enumerate(boxes):
             assert axes.x0 <= a.x0 and a.x1 <= axes.x1 and axes.y0 <= a.y0 and a.y1 <= axes.y1, texts[i]
-            for j in range(i):
-                assert not a.overlaps(boxes[j]), (texts[i], texts[j])
+            for j, b in enumerate(boxes):
+                if j != i:
+                    assert not a.overlaps(b), (texts[i], texts[j])
+                    assert not a.contains(*points[j]), (texts[i], "covers the marker of", texts[j])
+                    if labels[i].arrow_patch is not None:
+                        centre = [(a.x0 + a.x1) / 2, (a.y0 + a.y1) / 2]
+                        assert not _crosses(points[i], centre, b), (texts[i], "leader crosses", texts[j])
+        if run.endswith("t2i"):
+            assert "steps=16,budget=6,variant=narrow" in texts
 
 
 class _LabelledMetric:

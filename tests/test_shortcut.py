@@ -236,7 +236,7 @@ def test_each_variant_has_its_own_shipped_file(tiny, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="unknown shortcut variant 'wide'"):
         weights.default_weights_path("m", "wide")
     # a missing narrow file says how to train it (its own width options, not the reference's)
-    with pytest.raises(ShortcutWeightsError, match="--ratio 4 --mlp-width 128"):
+    with pytest.raises(ShortcutWeightsError, match="--ratio 4 --mlp-width <a quarter"):
         Shortcut(ShortcutConfig(steps=6, budget=2, variant="narrow")).network(tiny)
     with pytest.raises(ValueError, match="--mlp-width is DiMOO-Shortcut's"):
         MaskGITFamily.new_net(tiny, ShortcutNetConfig(), mlp_width=8)

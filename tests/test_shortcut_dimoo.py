@@ -264,6 +264,8 @@ def test_collect_train_and_run_from_the_command_line(spec, model, manager, tmp_p
     assert len(curve.read_text().splitlines()) == 3
     # the "narrow" variant (not in the reference): a quarter of the width, its MLP set by --mlp-width
     narrow = weights.default_weights_path(model.name, "narrow")
+    with pytest.raises(ShortcutWeightsError, match="--ratio 4 --mlp-width 12"):  # 48 // 4: the hint's width
+        manager.make_accelerator("shortcut:budget=3,variant=narrow").network(model)
     assert cli(["shortcut", "train", "--data", str(data), "--iters", "2", "--batch-size", "3", "--ratio", "4",
                 "--mlp-width", "12", "--out", str(narrow), "--no-progress"]) == 0  # fmt: skip
     small, _ = load_dimoo_shortcut(narrow, model.fingerprint())

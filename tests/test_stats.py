@@ -148,3 +148,34 @@ def test_estimator_names_agree_between_config_and_stats():
 
     assert tuple(stats.SPEEDUP_ESTIMATORS) == SPEEDUP_ESTIMATORS
     assert DEFAULT_SPEEDUP_ESTIMATOR == "median-ratio"  # the issue's rule stays the default
+
+
+@pytest.mark.parametrize("estimator", ["median-ratio", "min"])
+def test_speedup_change_between_two_runs(estimator):
+    """The move of a speed-up between two independent runs: its point is the ratio of the two
+    runs' own speed-ups minus 1; noise alone keeps 0 inside the interval, a real 1.5x change
+    does not; a run without a usable round gives NaN."""
+    rng = np.random.default_rng(1)
+    ref = 6.0 * (1 + 0.05 * rng.standard_normal(20))
+    own = 3.0 * (1 + 0.05 * rng.standard_normal(20))  # a 2x configuration
+    ref2 = 6.0 * (1 + 0.05 * rng.standard_normal(20))
+    own2 = 3.0 * (1 + 0.05 * rng.standard_normal(20))  # the same, measured again
+    same = stats.speedup_change((ref, own), (ref2, own2), estimator)
+    expected = stats.speedup(ref2, own2, estimator).value / stats.speedup(ref, own, estimator).value - 1
+    assert same.value == pytest.approx(expected) and same.low <= 0 <= same.high
+    faster = stats.speedup_change((ref, own), (ref2, own2 / 1.5), estimator)
+    # own times 1.5x shorter: the second speed-up is exactly 1.5x the unchanged one's
+    assert faster.value == pytest.approx(1.5 * (same.value + 1) - 1) and faster.low > 0
+    assert math.isnan(stats.speedup_change(([math.nan], [1.0]), (ref, own), estimator).value)
+    with pytest.raises(ValueError, match="unknown speed-up estimator"):
+        stats.speedup_change((ref, own), (ref2, own2), "mean")
+
+
+def test_every_estimator_has_a_resampled_statistic():
+    """speedup_change knows every --speedup-estimator, and its statistic on one unresampled row
+    is the estimator's own point value."""
+    ref, own = np.array([1.0, 1.2, 1.0]), np.array([0.5, 0.4, 0.8])
+    for name in stats.SPEEDUP_ESTIMATORS:
+        assert stats._RESAMPLED[name](ref[None], own[None])[0] == pytest.approx(
+            stats.speedup(ref, own, name).value
+        )

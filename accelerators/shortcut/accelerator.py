@@ -47,8 +47,19 @@ from bench.protocol import BaseModel, StepContext, StepOutput
 
 # variant -> trained without cross-attention (weights files: ``weights.VARIANT_SUFFIXES``)
 VARIANTS = {"default": False, "nocross": True, "narrow": False}
-# what creates a variant's file besides --data/--out (the reference options for default / nocross)
-TRAIN_FLAGS = {"default": "", "nocross": " --no-cross-attention", "narrow": " --ratio 4 --mlp-width 128"}
+
+
+def train_flags(variant: str, model: BaseModel) -> str:
+    """What ``shortcut train`` needs besides --data/--out to make ``variant``'s file: the reference
+    network (default), the ablation (nocross), or a quarter of the width with the MLP scaled
+    alike (narrow: --mlp-width is a quarter of the base model's, e.g. 128 for fashion-t2i)."""
+    if variant == "nocross":
+        return " --no-cross-attention"
+    if variant == "narrow":
+        block = getattr(model, "block_config", None)
+        width = block()["mlp_hidden_size"] // 4 if block is not None else "<a quarter of the base MLP width>"
+        return f" --ratio 4 --mlp-width {width}"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -125,7 +136,7 @@ class Shortcut(AcceleratorBase):
             return self._net
         path = self.weights_path(model)
         if not path.is_file():
-            flag = TRAIN_FLAGS[self.config.variant]
+            flag = train_flags(self.config.variant, model)
             data = f"data/shortcut/{model.name}"
             # a model with its own layout (dimoo) is named after its spec's options, not by a spec
             spec = (
