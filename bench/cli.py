@@ -132,6 +132,10 @@ def cmd_report(args: argparse.Namespace, manager: PluginManager) -> int:
 
 # ------------------------------------------------------------------- parser
 def _machine_noise(args: argparse.Namespace) -> int:
+    if not (args.seconds > 0 and args.sample_ms > 0):
+        raise CLIError(
+            f"machine-noise: --seconds and --sample-ms must be > 0, got {args.seconds} and {args.sample_ms}"
+        )
     from bench.machine_noise import run  # torch only when used: start-up stays light
 
     return run(args)

@@ -34,3 +34,10 @@ def test_command_prints_its_figures(capsys):
     out = capsys.readouterr().out
     assert "CV of the samples: wall" in out and "thread CPU time" in out
     assert "autocorrelation at lag: 1 (" in out and "CV of block means: 4 (" in out
+
+
+def test_bad_durations_are_one_line_errors(capsys):
+    assert main(["machine-noise", "--seconds", "0"]) == 2
+    assert main(["machine-noise", "--sample-ms", "-5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("--seconds and --sample-ms must be > 0" in line for line in err)
