@@ -33,6 +33,7 @@ from base_models.dimoo.vqvae import (
     load_vqvae,
 )
 from base_models.fashion_t2i.train_dimoo import (
+    DiMOOTrainSettings,
     build_transformer,
     checkpoint_config,
     choose_prompts,
@@ -54,9 +55,9 @@ TINY_SHAPE = {"d_model": 32, "n_heads": 2, "n_kv_heads": 2, "n_layers": 2, "mlp_
 PROMPTS = ["a small dark boot on the left", "a large bag, inverted", "tee at the top"]
 
 
-def train_base(argv: list[str]) -> dict:
+def train_base_status(argv: list[str]) -> tuple[int, str]:
     """``migm-bench train-base ARGV`` through the real CLI (train-base plugin registered
-    explicitly); returns the JSON it prints."""
+    explicitly): its exit status and what it printed."""
     import contextlib
     import io
 
@@ -68,8 +69,15 @@ def train_base(argv: list[str]) -> dict:
     out = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
         mp.setattr(bench.plugins, "_default_manager", manager)
-        assert bench.cli.main(["train-base", *argv]) == 0
-    return json.loads(out.getvalue())
+        status = bench.cli.main(["train-base", *argv])
+    return status, out.getvalue()
+
+
+def train_base(argv: list[str]) -> dict:
+    """``migm-bench train-base ARGV``, which must succeed; returns the JSON it prints."""
+    status, out = train_base_status(argv)
+    assert status == 0
+    return json.loads(out)
 
 
 def _common(folder: Path, data: Path, work: Path, steps: int) -> list[str]:
@@ -89,9 +97,10 @@ def run_vqvae(folder: Path, data: Path, work: Path, steps: int = 3) -> dict:
                        _config_file(folder, "vq", TINY_VQ), "--eval-images", "16"])  # fmt: skip
 
 
-def run_dimoo(folder: Path, data: Path, work: Path, steps: int = 3, vqvae: Path | None = None) -> dict:
+def run_dimoo(folder: Path, data: Path, work: Path, steps: int = 3, vqvae: Path | None = None,
+              options: tuple[str, ...] = ()) -> dict:  # fmt: skip
     """``train-base dimoo-t2i`` into ``folder`` (the VQ from ``vqvae``, default ``folder``)."""
-    extra = ["--vqvae", str(vqvae)] if vqvae else []
+    extra = (["--vqvae", str(vqvae)] if vqvae else []) + list(options)
     return train_base(["dimoo-t2i", *_common(folder, data, work, steps), "--config",
                        _config_file(folder, "shape", TINY_SHAPE), *extra])  # fmt: skip
 
@@ -190,6 +199,28 @@ def test_vqvae_and_dimoo_resume_to_the_weights_of_a_straight_run(trained, tiny_f
     assert run_dimoo(resumed, tiny_fashion, work, steps=2, vqvae=folder)["resumed_from"] == 0
     assert run_dimoo(resumed, tiny_fashion, work, steps=3, vqvae=folder)["resumed_from"] == 2
     assert _same_weights(folder / "model.safetensors", resumed / "model.safetensors")
+
+
+def test_bfloat16_autocast_is_a_named_training_option(trained, tiny_fashion, tmp_path):
+    """--precision bfloat16 trains under CPU autocast into the same layout (a different model);
+    float32 stays the default; other trainers refuse the option in one line."""
+    folder = trained[0]
+    bf16 = run_dimoo(tmp_path / "bf16", tiny_fashion, tmp_path / "work", vqvae=folder,
+                     options=("--precision", "bfloat16"))  # fmt: skip
+    assert bf16["settings"]["precision"] == "bfloat16" and math.isfinite(bf16["final_loss"])
+    assert trained[3]["settings"]["precision"] == "float32"
+    assert not _same_weights(folder / "model.safetensors", tmp_path / "bf16" / "model.safetensors")
+    assert load_transformer(tmp_path / "bf16") is not None  # the dimoo loader reads it unchanged
+    with pytest.raises(ValueError, match="precision must be one of"):
+        DiMOOTrainSettings(precision="float16")
+    argv = [
+        "vqvae-t2i",
+        *_common(tmp_path / "vq", tiny_fashion, tmp_path / "w", 1),
+        "--precision",
+        "bfloat16",
+    ]
+    assert train_base_status(argv)[0] == 2  # "--precision does not apply to this model", one line
+    assert not (tmp_path / "vq").exists()  # refused before anything was trained or written
 
 
 # ------------------------------------------------------------------ the objective's pieces

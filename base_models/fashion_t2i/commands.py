@@ -23,6 +23,7 @@ writes ``clip-t2i.safetensors`` + ``clip-t2i.json`` into the folder --out (defau
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -44,6 +45,13 @@ def add_clip_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="*-t2i: model-config JSON (clip-t2i: open_clip's, default CLIP_T2I_CONFIG; vqvae-t2i: diffusers "
         "VQModel's fields replacing VQVAE_T2I_CONFIG's; dimoo-t2i: LLaDA shape fields replacing "
         "DIMOO_T2I_SHAPE's)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16"),
+        default=None,
+        help="dimoo-t2i: float32 (default, the shipped model) or bfloat16 (CPU autocast: faster on CPUs "
+        "with bfloat16 units, a slightly different model)",
     )
     p.add_argument(
         "--vqvae",
@@ -82,14 +90,25 @@ def checkpoint_out(args: argparse.Namespace) -> Path:
 
 
 def _settings(cls, args: argparse.Namespace):
-    """``cls`` (a frozen settings dataclass) with the options given on the command line."""
+    """``cls`` (a frozen settings dataclass) with the options given on the command line; an
+    option the model's trainer does not have is a one-line error."""
+    from bench.run_command import CLIError
+
     given = {
         "steps": args.steps,
         "batch_size": args.batch_size,
         "seed": args.seed,
         "train_limit": args.train_limit,
+        "precision": getattr(args, "precision", None),
     }
-    return cls(**{k: v for k, v in given.items() if v is not None})
+    given = {k: v for k, v in given.items() if v is not None}
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in given:
+        if key not in known:
+            raise CLIError(
+                f"--{key.replace('_', '-')} does not apply to this model ({cls.__name__} has no {key})"
+            )
+    return cls(**given)
 
 
 def _config(args: argparse.Namespace) -> dict | None:

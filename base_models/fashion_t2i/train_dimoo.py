@@ -81,6 +81,7 @@ DIMOO_T2I_SHAPE = {
     "max_sequence_length": 512,  # rows are ~110 tokens (prompt <= 30 + 76 image part)
 }
 CURVE_FIELDS = ("step", "loss", "lr", "elapsed_s")
+PRECISIONS = ("float32", "bfloat16")
 CODES_CACHE = "dimoo-t2i-codes.pt"
 
 
@@ -98,6 +99,14 @@ class DiMOOTrainSettings:
     seed: int = 0
     checkpoint_every: int = 200
     train_limit: int | None = None  # use only the first n train images (tests)
+    # "float32" (the shipped model) or "bfloat16": forward and backward under CPU autocast
+    # (matmuls in bfloat16; weights, optimizer, EMA and the loss stay float32): faster on CPUs
+    # with bfloat16 units (avx512_bf16), a slightly different model
+    precision: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 def _log(message: str) -> None:
@@ -267,7 +276,8 @@ def train_dimoo(out: str | Path, vqvae: str | Path, work: str | Path,
                                  settings.uncond_prob, gen)  # fmt: skip
         mask = cosine_mask(*target.shape, gen)
         batch = masked_sequences(prompts, target, mask, vocab.rows, vocab.cols, ids, vocab.offset)
-        loss = masked_code_loss(model, batch, target, mask, vocab.offset)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.precision == "bfloat16"):
+            loss = masked_code_loss(model, batch, target, mask, vocab.offset).float()
         lr = optimizer_step(loss, opt, schedule, settings.clip_norm)
         ema.update_parameters(model)
         running = 0.98 * running + 0.02 * loss.item() if step > 0 else loss.item()
