@@ -86,12 +86,6 @@ def _mean(a: np.ndarray) -> np.ndarray:
     return a.mean(axis=1)
 
 
-def paired_speedup(reference: Sequence[float], times: Sequence[float], seed: int = 0) -> Estimate:
-    """Median over rounds of reference_j / times_j, with its bootstrap interval over rounds."""
-    ref, own = _paired(reference, times)
-    return bootstrap(ref / own, _median, seed=seed)
-
-
 def _paired(reference: Sequence[float], times: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """The rounds where both times are finite and positive, as two aligned arrays."""
     ref, own = np.asarray(reference, dtype=float), np.asarray(times, dtype=float)
@@ -101,29 +95,41 @@ def _paired(reference: Sequence[float], times: Sequence[float]) -> tuple[np.ndar
     return ref[ok], own[ok]
 
 
-def min_speedup(reference: Sequence[float], times: Sequence[float], seed: int = 0) -> Estimate:
-    """min_j reference_j / min_j times_j, with the percentile bootstrap over paired rounds
-    (round j's two times resampled together, as ``paired_speedup``)."""
-    ref, own = _paired(reference, times)
-    if ref.size == 0:
-        return Estimate(math.nan)
-    point = float(ref.min() / own.min())
-    if ref.size == 1:
-        return Estimate(point, point, point)
-    rows = resample_indices(ref.size, RESAMPLES, seed)  # (R, n): the same rounds for both
-    low, high = _percentiles(ref[rows].min(axis=1) / own[rows].min(axis=1))
-    return Estimate(point, low, high)
-
-
-# --speedup-estimator (names: bench.config.SPEEDUP_ESTIMATORS): (reference, times, seed) -> Estimate
-SPEEDUP_ESTIMATORS: dict[str, Callable[..., Estimate]] = {"median-ratio": paired_speedup, "min": min_speedup}
-
-
-# each estimator's statistic on resampled paired rounds: (R, n) reference, (R, n) own -> (R,)
+# each estimator's statistic of paired rounds: (R, n) reference, (R, n) own times -> (R,) speed-ups
 _RESAMPLED: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "median-ratio": lambda ref, own: np.median(ref / own, axis=1),
     "min": lambda ref, own: ref.min(axis=1) / own.min(axis=1),
 }
+
+
+def _paired_estimate(name: str, reference: Sequence[float], times: Sequence[float], seed: int) -> Estimate:
+    """Estimator ``name`` on the paired rounds, with the percentile bootstrap over rounds (round
+    j's two times resampled together)."""
+    ref, own = _paired(reference, times)
+    if ref.size == 0:
+        return Estimate(math.nan)
+    stat = _RESAMPLED[name]
+    point = float(stat(ref[None], own[None])[0])
+    if ref.size == 1:
+        return Estimate(point, point, point)
+    rows = resample_indices(ref.size, RESAMPLES, seed)  # (R, n): the same rounds for both
+    low, high = _percentiles(stat(ref[rows], own[rows]))
+    return Estimate(point, low, high)
+
+
+def paired_speedup(reference: Sequence[float], times: Sequence[float], seed: int = 0) -> Estimate:
+    """Median over rounds of reference_j / times_j, with its bootstrap interval over rounds."""
+    return _paired_estimate("median-ratio", reference, times, seed)
+
+
+def min_speedup(reference: Sequence[float], times: Sequence[float], seed: int = 0) -> Estimate:
+    """min_j reference_j / min_j times_j, with the percentile bootstrap over paired rounds
+    (round j's two times resampled together, as ``paired_speedup``)."""
+    return _paired_estimate("min", reference, times, seed)
+
+
+# --speedup-estimator (names: bench.config.SPEEDUP_ESTIMATORS): (reference, times, seed) -> Estimate
+SPEEDUP_ESTIMATORS: dict[str, Callable[..., Estimate]] = {"median-ratio": paired_speedup, "min": min_speedup}
 
 
 def speedup_change(

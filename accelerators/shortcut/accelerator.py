@@ -36,6 +36,7 @@ from accelerators.shortcut.dimoo_model import DiMOOShortcutNet
 from accelerators.shortcut.networks import load_network, trained_without_cross_attention
 from accelerators.shortcut.schedule import full_steps
 from accelerators.shortcut.weights import (
+    VARIANT_SUFFIXES,
     ShortcutWeightsError,
     ShortcutWeightsNotFound,
     default_weights_path,
@@ -45,15 +46,14 @@ from bench.config import ALWAYS_TAG, UnknownNameError, suggest
 from bench.integrity import sha256
 from bench.protocol import BaseModel, StepContext, StepOutput
 
-# variant -> trained without cross-attention (weights files: ``weights.VARIANT_SUFFIXES``)
-VARIANTS = {"default": False, "nocross": True, "narrow": False}
+NO_CROSS_ATTENTION = "nocross"  # the one variant trained without cross-attention (names: VARIANT_SUFFIXES)
 
 
 def train_flags(variant: str, model: BaseModel) -> str:
     """What ``shortcut train`` needs besides --data/--out to make ``variant``'s file: the reference
     network (default), the ablation (nocross), or a quarter of the width with the MLP scaled
     alike (narrow: --mlp-width is a quarter of the base model's, e.g. 128 for fashion-t2i)."""
-    if variant == "nocross":
+    if variant == NO_CROSS_ATTENTION:
         return " --no-cross-attention"
     if variant == "narrow":
         block = getattr(model, "block_config", None)
@@ -92,9 +92,9 @@ class Shortcut(AcceleratorBase):
         super().__init__(config)  # checks steps
         if config.budget < 1:
             raise ValueError(f"shortcut: budget (full steps) must be >= 1, got {config.budget}")
-        if config.variant not in VARIANTS:
+        if config.variant not in VARIANT_SUFFIXES:
             raise UnknownNameError(
-                f"unknown shortcut variant {config.variant!r}.{suggest(config.variant, VARIANTS)}"
+                f"unknown shortcut variant {config.variant!r}.{suggest(config.variant, VARIANT_SUFFIXES)}"
             )
         self._net: nn.Module | None = None  # ShortcutNet or DiMOOShortcutNet
         self._net_model: BaseModel | None = None
@@ -148,7 +148,7 @@ class Shortcut(AcceleratorBase):
                 f"  migm-bench shortcut train --data {data} --out {path}{flag}"
             )
         net, _ = load_network(path, model)
-        wanted = VARIANTS[self.config.variant]
+        wanted = self.config.variant == NO_CROSS_ATTENTION
         nocross = trained_without_cross_attention(net)
         if nocross != wanted and not (self.config.weights and self.config.variant == "default"):
             raise ShortcutWeightsError(
