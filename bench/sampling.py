@@ -175,7 +175,8 @@ class MaskGITPolicy:
 
     def draw(self, logits: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         _single_generator(generator)
-        logp = torch.log_softmax(logits / self.settings.temperature, dim=-1)  # (n, m, V)
+        t = self.settings.temperature
+        logp = torch.log_softmax(logits if t == 1 else logits / t, dim=-1)  # (n, m, V); x / 1 == x exactly
         drawn = sample_categorical(logp, generator)  # (n, m), exponential race over the V codes
         return drawn, torch.gather(logp, 2, drawn[..., None]).squeeze(-1)  # log p(drawn) (n, m)
 
@@ -202,8 +203,12 @@ def sampler_policy(model: BaseModel, settings: SamplingSettings) -> SamplerPolic
 
 
 def _at_positions(logits: Tensor, positions: Tensor) -> Tensor:
-    """(n, P, V) logits, (n, m) positions -> (n, m, V) the logits at those positions."""
-    return torch.gather(logits, 1, positions[..., None].expand(-1, -1, logits.shape[-1]))
+    """(n, P, V) logits, (n, m) positions -> (n, m, V) the logits at those positions.
+
+    Row indexing copies whole V-vectors; ``torch.gather`` with the index expanded to (n, m, V)
+    returns the same values but reads one int64 index per logit, about twice the time on a CPU."""
+    rows = torch.arange(logits.shape[0], device=logits.device)[:, None]  # (n, 1)
+    return logits[rows, positions]
 
 
 def _reserved_count(reserve_steps: int, reserved: Tensor | None, schedule: list[int], step: int) -> int:

@@ -419,3 +419,12 @@ def test_sample_categorical_couples_nearby_distributions():
     u = torch.rand(lp1.shape, generator=torch.Generator().manual_seed(1))
     assert torch.equal(a, (lp1.exp() / -u.log()).argmax(-1))
     assert (a == b).float().mean() > 0.8
+
+
+def test_logits_at_positions_are_the_gathered_rows():
+    """The loop's row indexing returns exactly what torch.gather with the expanded index does."""
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(4, 9, 5, generator=g)
+    positions = torch.stack([torch.randperm(9, generator=g)[:6].sort().values for _ in range(4)])  # (4, 6)
+    expected = torch.gather(logits, 1, positions[..., None].expand(-1, -1, 5))
+    assert torch.equal(sampling._at_positions(logits, positions), expected)

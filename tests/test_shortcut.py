@@ -477,7 +477,7 @@ def test_speedup_limit_and_cost_measurement():
 def test_cost_latency_is_the_median_of_paired_interleaved_ratios(monkeypatch):
     """c in latency pairs replicate j of the shortcut with replicate j of the base forward (timed
     back to back, as the loop's speed-ups pair rounds), not the ratio of two medians."""
-    from accelerators.shortcut import cost
+    from accelerators.shortcut import cost, step_cost
     from base_models.maskgit.testing import tiny_maskgit
 
     seen = {}
@@ -486,13 +486,16 @@ def test_cost_latency_is_the_median_of_paired_interleaved_ratios(monkeypatch):
         seen["calls"] = sorted(calls)
         for fn in calls.values():
             fn()  # the real calls still run (shapes checked)
-        return {"base": [10, 10, 100], "shortcut": [1, 2, 3]}  # paired ratios 0.1, 0.2, 0.03
+        # paired ratios shortcut / base 0.1, 0.2, 0.03; net / blocks 0.5, 0.25, 0.04
+        return {"base": [10, 10, 100], "shortcut": [1, 2, 3], "blocks": [8, 8, 75], "net": [4, 2, 3]}
 
-    monkeypatch.setattr(cost, "interleaved_replicates", fake_replicates)
+    monkeypatch.setattr(step_cost, "interleaved_replicates", fake_replicates)
     model = tiny_maskgit(0, grid=4, depth=2)
     res = cost.measure_cost(model, ShortcutNet.for_model(model).eval(), rows=2, replicates=3)
-    assert seen["calls"] == ["base", "shortcut"]
+    assert seen["calls"] == ["base", "blocks", "net", "shortcut"]
     assert res["c_latency"] == pytest.approx(0.1)  # the median of the ratios (ratio of medians: 0.2)
+    assert res["net_only_ratio_latency"] == pytest.approx(0.25)  # ratio of medians: 3 / 8
+    assert res["net_latency_s"] == pytest.approx(3 / 1e9 / 2)
     assert res["base_latency_s"] == pytest.approx(10 / 1e9 / 2)  # median per call, per row
 
 

@@ -321,6 +321,7 @@ def test_measured_cost_counts_the_network_at_the_models_layout(model):
     net = random_net(model)
     res = dimoo_cost.measure_dimoo_cost(model, net, rows=4, replicates=1)
     assert res["base_flops"] > res["shortcut_flops"] > res["head_flops"] > 0 and 0 < res["c_flops"] < 1
+    assert res["net_latency_s"] > 0 and res["blocks_latency_s"] > 0 and res["net_only_ratio_latency"] > 0
     cond = model.conditions(2, torch.Generator())
     layout = layout_of(model, torch.cat([cond, model.null_conditions(cond)]))
     keys = int(layout.prompt_mask.sum(1).max()) + res["new_tokens"]  # padded to the longest row

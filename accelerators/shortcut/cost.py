@@ -26,11 +26,11 @@ import torch
 
 from accelerators.shortcut.dimoo_model import DiMOOShortcutNet
 from accelerators.shortcut.networks import load_network
+from accelerators.shortcut.step_cost import StepCalls, measure_calls
 from accelerators.shortcut.weights import VARIANT_SUFFIXES, default_weights_path
 from bench.compare import add_threads_argument
-from bench.flops import count_flops
 from bench.forward import full_forward, logits_of
-from bench.timing import interleaved_replicates, keep_freed_memory, median, timing_threads
+from bench.timing import keep_freed_memory, timing_threads
 
 
 def speedup_limit(steps: int, budget: int, c: float) -> float:
@@ -41,7 +41,7 @@ def speedup_limit(steps: int, budget: int, c: float) -> float:
 @torch.no_grad()
 def measure_cost(model, net, rows: int, replicates: int = 7) -> dict[str, float]:
     """FLOPs and median latency per call (per row) of a base forward and a shortcut call (+ head
-    each), timed interleaved; c_latency is the median of the paired per-replicate ratios."""
+    each), and of the blocks alone and the network alone, timed interleaved (``measure_calls``)."""
     if isinstance(net, DiMOOShortcutNet):
         from accelerators.shortcut.dimoo_cost import measure_dimoo_cost
 
@@ -56,26 +56,14 @@ def measure_cost(model, net, rows: int, replicates: int = 7) -> dict[str, float]
     pos = torch.stack([torch.randperm(P, generator=g)[:k] for _ in range(rows)])
     mask = torch.arange(P).expand(rows, P) >= P // 2  # (rows, P) True = still masked: half the tokens
 
-    def base() -> torch.Tensor:
-        return logits_of(model, full_forward(model, tokens, cond)[0])
+    def blocks() -> torch.Tensor:
+        return full_forward(model, tokens, cond)[0]
 
-    def shortcut() -> torch.Tensor:  # what a shortcut step runs, its mask ratio included
-        return logits_of(model, net(feats, ids, pos, mask.float().mean(dim=1)))
+    def net_call() -> torch.Tensor:  # what a shortcut step runs before the head, its mask ratio included
+        return net(feats, ids, pos, mask.float().mean(dim=1))
 
-    out = {"rows": rows, "new_tokens": k}
-    calls = {"base": base, "shortcut": shortcut}
-    times = interleaved_replicates(calls, "cpu", replicates, warmup=2)  # ns per call, paired by replicate
-    for name, fn in calls.items():
-        out[f"{name}_flops"] = count_flops(fn) / rows
-        out[f"{name}_latency_s"] = median(times[name]) / 1e9 / rows
-    out["head_flops"] = count_flops(lambda: logits_of(model, feats)) / rows
-    # the network alone against the blocks alone (no head): the paper's "1/20 of the base" size
-    out["net_only_ratio_flops"] = (out["shortcut_flops"] - out["head_flops"]) / (
-        out["base_flops"] - out["head_flops"]
-    )
-    out["c_flops"] = out["shortcut_flops"] / out["base_flops"]
-    out["c_latency"] = median([s / b for s, b in zip(times["shortcut"], times["base"])])
-    return out
+    calls = StepCalls(blocks, net_call, lambda f: logits_of(model, f))
+    return {"rows": rows, "new_tokens": k, **measure_calls(calls, feats, rows, replicates)}
 
 
 def default_out(spec: str, name: str) -> str:
@@ -109,8 +97,9 @@ def _run(args: argparse.Namespace) -> int:
             res[f"S*_N{n}_B{b}_latency"] = speedup_limit(n, b, res["c_latency"])
         rows.append(res)
         print(f"{variant}: network alone {res['shortcut_flops'] - res['head_flops']:.4g} FLOPs/row vs base forward "
-              f"{res['base_flops'] - res['head_flops']:.4g} (1/{1 / res['net_only_ratio_flops']:.1f}); with the head "
-              "each step needs:")  # fmt: skip
+              f"{res['base_flops'] - res['head_flops']:.4g} (1/{1 / res['net_only_ratio_flops']:.1f}), "
+              f"{res['net_latency_s'] * 1e3:.3f} vs {res['blocks_latency_s'] * 1e3:.3f} ms/row in latency "
+              f"(1/{1 / res['net_only_ratio_latency']:.1f}); with the head each step needs:")  # fmt: skip
         print(f"{variant}: c = {res['c_flops']:.4f} of a base forward in FLOPs (1/{1 / res['c_flops']:.1f}), "
               f"{res['c_latency']:.4f} in latency (1/{1 / res['c_latency']:.1f}); "
               f"base {res['base_latency_s'] * 1e3:.2f} ms/row, shortcut {res['shortcut_latency_s'] * 1e3:.2f} ms/row")  # fmt: skip

@@ -37,10 +37,10 @@ from accelerators.shortcut.dimoo_model import (
     call_flops,
 )
 from accelerators.shortcut.model import model_device
+from accelerators.shortcut.step_cost import StepCalls, measure_calls
 from bench.flops import count_flops
 from bench.forward import full_forward, layout_of, logits_of
 from bench.protocol import BaseModel
-from bench.timing import median, time_replicates
 
 # Lumina-DiMOO 8B (checked against base_models.dimoo.flops / text in tests/test_shortcut_dimoo.py)
 LAYERS = 32  # LLaDA-8B n_layers
@@ -71,23 +71,14 @@ def measure_dimoo_cost(model: BaseModel, net: DiMOOShortcutNet, rows: int, repli
     feats = full_forward(model, tokens, cond, layout)[0]  # (B, L, D): real features in the model's dtype
     t = torch.full((B,), 0.5, device=device)
 
-    def base() -> torch.Tensor:
-        return logits_of(model, full_forward(model, tokens, cond, layout)[0], layout)
+    def blocks() -> torch.Tensor:
+        return full_forward(model, tokens, cond, layout)[0]
 
-    def shortcut() -> torch.Tensor:
-        return logits_of(model, predict_step(net, model, layout, feats, tokens, cond, revealed, t), layout)
+    def net_call() -> torch.Tensor:  # key tokens embedded + the network on both streams
+        return predict_step(net, model, layout, feats, tokens, cond, revealed, t)
 
-    out: dict = {"rows": B, "new_tokens": k}
-    for name, fn in (("base", base), ("shortcut", shortcut)):
-        out[f"{name}_flops"] = count_flops(fn) / B
-        out[f"{name}_latency_s"] = median(time_replicates(fn, device, replicates, warmup=2)) / 1e9 / B
-    out["head_flops"] = count_flops(lambda: logits_of(model, feats, layout)) / B
-    out["net_only_ratio_flops"] = (out["shortcut_flops"] - out["head_flops"]) / (
-        out["base_flops"] - out["head_flops"]
-    )
-    out["c_flops"] = out["shortcut_flops"] / out["base_flops"]
-    out["c_latency"] = out["shortcut_latency_s"] / out["base_latency_s"]
-    return out
+    calls = StepCalls(blocks, net_call, lambda f: logits_of(model, f, layout))
+    return {"rows": B, "new_tokens": k, **measure_calls(calls, feats, B, replicates, device)}
 
 
 # ------------------------------------------------------------------------ real shapes
