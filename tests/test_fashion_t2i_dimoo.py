@@ -201,16 +201,16 @@ def test_vqvae_and_dimoo_resume_to_the_weights_of_a_straight_run(trained, tiny_f
     assert _same_weights(folder / "model.safetensors", resumed / "model.safetensors")
 
 
-def test_bfloat16_autocast_is_a_named_training_option(trained, tiny_fashion, tmp_path):
-    """--precision bfloat16 trains under CPU autocast into the same layout (a different model);
-    float32 stays the default; other trainers refuse the option in one line."""
+def test_training_precision_is_a_named_option(trained, tiny_fashion, tmp_path):
+    """bfloat16 (CPU autocast) is the default and the shipped model's; --precision float32 trains
+    the same layout in float32 (a different model); other trainers refuse the option in one line."""
     folder = trained[0]
-    bf16 = run_dimoo(tmp_path / "bf16", tiny_fashion, tmp_path / "work", vqvae=folder,
-                     options=("--precision", "bfloat16"))  # fmt: skip
-    assert bf16["settings"]["precision"] == "bfloat16" and math.isfinite(bf16["final_loss"])
-    assert trained[3]["settings"]["precision"] == "float32"
-    assert not _same_weights(folder / "model.safetensors", tmp_path / "bf16" / "model.safetensors")
-    assert load_transformer(tmp_path / "bf16") is not None  # the dimoo loader reads it unchanged
+    fp32 = run_dimoo(tmp_path / "fp32", tiny_fashion, tmp_path / "work", vqvae=folder,
+                     options=("--precision", "float32"))  # fmt: skip
+    assert fp32["settings"]["precision"] == "float32" and math.isfinite(fp32["final_loss"])
+    assert trained[3]["settings"]["precision"] == "bfloat16"
+    assert not _same_weights(folder / "model.safetensors", tmp_path / "fp32" / "model.safetensors")
+    assert load_transformer(tmp_path / "fp32") is not None  # the dimoo loader reads it unchanged
     with pytest.raises(ValueError, match="precision must be one of"):
         DiMOOTrainSettings(precision="float16")
     argv = [

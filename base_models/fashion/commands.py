@@ -5,7 +5,7 @@
     migm-bench train-base classifier  # feature network for FID / class accuracy, ~5 min
     migm-bench train-base clip-t2i    # small open_clip CLIP on captioned Fashion-MNIST (text-to-image)
     migm-bench train-base vqvae-t2i   # diffusers VQModel of the text-to-image default, ~8-13 min
-    migm-bench train-base dimoo-t2i   # LLaDA model in Lumina-DiMOO's checkpoint layout, ~35-52 min
+    migm-bench train-base dimoo-t2i   # LLaDA model in Lumina-DiMOO's checkpoint layout, ~50 min
     migm-bench train-base attributes-t2i  # attribute classifier of the text-to-image metrics, ~5.5 min
 Each resumes from its checkpoint in --work after a stop and ships safetensors weights.
 """

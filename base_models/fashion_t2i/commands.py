@@ -2,7 +2,7 @@
 
     migm-bench train-base clip-t2i --ship   # train (~40 min on 2 cores), ship, evaluate
     migm-bench train-base vqvae-t2i --ship  # diffusers VQModel (~8-13 min): weights/dimoo-t2i/vqvae/
-    migm-bench train-base dimoo-t2i --ship  # LLaDA model (~35-52 min): the rest of weights/dimoo-t2i/
+    migm-bench train-base dimoo-t2i --ship  # LLaDA model (~50 min): the rest of weights/dimoo-t2i/
     migm-bench train-base attributes-t2i --ship --eval-images 10000  # attribute classifier (~10 min)
 
 ``run_vqvae`` / ``run_dimoo`` write into the checkpoint folder --out (default
@@ -50,8 +50,8 @@ def add_clip_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--precision",
         choices=("float32", "bfloat16"),
         default=None,
-        help="dimoo-t2i: float32 (default, the shipped model) or bfloat16 (CPU autocast: faster on CPUs "
-        "with bfloat16 units, a slightly different model)",
+        help="dimoo-t2i: bfloat16 (default, the shipped model: CPU autocast, faster on CPUs with "
+        "bfloat16 units) or float32 (for CPUs without them; a slightly different model)",
     )
     p.add_argument(
         "--vqvae",

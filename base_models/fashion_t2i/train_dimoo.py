@@ -87,7 +87,7 @@ CODES_CACHE = "dimoo-t2i-codes.pt"
 
 @dataclass(frozen=True)
 class DiMOOTrainSettings:
-    steps: int = 2000  # ~35-52 min on 2 quiet cores at the default shape (estimate in the README)
+    steps: int = 2000  # ~46 min on 2 quiet cores at the default shape and precision (README)
     batch_size: int = 64
     lr: float = 1e-3  # AdamW peak learning rate, cosine decay to 10%
     warmup: int = 200
@@ -99,10 +99,10 @@ class DiMOOTrainSettings:
     seed: int = 0
     checkpoint_every: int = 200
     train_limit: int | None = None  # use only the first n train images (tests)
-    # "float32" (the shipped model) or "bfloat16": forward and backward under CPU autocast
-    # (matmuls in bfloat16; weights, optimizer, EMA and the loss stay float32): faster on CPUs
-    # with bfloat16 units (avx512_bf16), a slightly different model
-    precision: str = "float32"
+    # "bfloat16" (the shipped model): forward and backward under CPU autocast (matmuls in
+    # bfloat16; weights, optimizer, EMA and the loss stay float32), 1.4x faster on this machine's
+    # bfloat16 units (avx512_bf16); "float32": everything in float32, for CPUs without them
+    precision: str = "bfloat16"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
