@@ -14,9 +14,9 @@ from bench.plot_data import short_tag
 
 # candidate label offsets (points): nearest first; far ones reach the empty bands that the
 # error bars leave above and below a crowded middle
-_RADII = (5, 10, 16, 24, 34, 46, 60, 80, 105, 135)
+_RADII = (5, 10, 16, 24, 34, 46, 60, 80, 105, 135, 170)
 _DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1),
-               (0.5, 1), (-0.5, 1), (0.5, -1), (-0.5, -1))  # fmt: skip
+               (0.5, 1), (-0.5, 1), (0.5, -1), (-0.5, -1), (1, 0.5), (-1, 0.5), (1, -0.5), (-1, -0.5))  # fmt: skip
 _LEADER_FROM = 16  # offsets this far or farther get a leader line
 _MARKER = 4.0  # half size of a marker's box (display units)
 _CROWD_RADIUS = 50.0  # display units: neighbours this close make a point "crowded"
@@ -26,7 +26,7 @@ _CROSSING = 400.0  # cost of a leader crossing a box, as an overlap area (displa
 
 def place_labels(fig, ax, points: pd.DataFrame, fontsize: float = 6) -> list:
     """Label every point with its config tag (returned in the order of ``points``), greedily:
-    the most crowded points first, each trying offsets of growing radius in twelve directions
+    the most crowded points first, each trying offsets of growing radius in sixteen directions
     and keeping the first whose text stays inside the axes, overlaps no marker and no label
     placed before, and whose leader line (far offsets) crosses neither, nor is crossed by an
     earlier leader; when none is free, the cheapest. The layout is frozen first, so saving does
