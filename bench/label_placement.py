@@ -5,6 +5,7 @@ runs through another label or marker."""
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,7 @@ from bench.plot_data import short_tag
 
 # candidate label offsets (points): nearest first; far ones reach the empty bands that the
 # error bars leave above and below a crowded middle
-_RADII = (5, 10, 16, 24, 34, 46, 60, 80, 105, 135, 170)
+_RADII = (5, 8, 10, 13, 16, 20, 24, 29, 34, 40, 46, 53, 60, 70, 80, 92, 105, 120, 135, 150, 170)
 _DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1),
                (0.5, 1), (-0.5, 1), (0.5, -1), (-0.5, -1), (1, 0.5), (-1, 0.5), (1, -0.5), (-1, -0.5))  # fmt: skip
 _LEADER_FROM = 16  # offsets this far or farther get a leader line
@@ -22,6 +23,7 @@ _MARKER = 4.0  # half size of a marker's box (display units)
 _CROWD_RADIUS = 50.0  # display units: neighbours this close make a point "crowded"
 _PAD = 0.15  # white box around a label's text, in units of its font size
 _CROSSING = 400.0  # cost of a leader crossing a box, as an overlap area (display units^2)
+_ATTEMPTS = 4  # greedy passes at most (a label left overlapping chooses first in the next)
 
 
 def place_labels(fig, ax, points: pd.DataFrame, fontsize: float = 6) -> list:
@@ -29,49 +31,76 @@ def place_labels(fig, ax, points: pd.DataFrame, fontsize: float = 6) -> list:
     the most crowded points first, each trying offsets of growing radius in sixteen directions
     and keeping the first whose text stays inside the axes, overlaps no marker and no label
     placed before, and whose leader line (far offsets) crosses neither, nor is crossed by an
-    earlier leader; when none is free, the cheapest. The layout is frozen first, so saving does
-    not move the axes under the labels."""
+    earlier leader; when none is free, the cheapest. A label left with a cost moves to the
+    front of the order and the greedy pass runs again (up to ``_ATTEMPTS`` passes; the layout
+    of least total cost is kept). The layout is frozen first, so saving does not move the axes
+    under the labels."""
     fig.canvas.draw()  # final layout (constrained), then freeze it
     fig.set_layout_engine("none")
     renderer = fig.canvas.get_renderer()
     inside = ax.get_window_extent(renderer)
     xy = ax.transData.transform(points[["speedup", "value"]].to_numpy(float))  # (n, 2) display coords
     markers = [_box(x - _MARKER, y - _MARKER, x + _MARKER, y + _MARKER) for x, y in xy]
-    texts: list = []  # text boxes placed so far
-    leaders: list[tuple[np.ndarray, np.ndarray]] = []  # leader segments placed so far
-    labels: list = [None] * len(points)
-    for i in crowded_first(xy):
-        row = points.iloc[i]
-        others = markers[:i] + markers[i + 1 :]
-        best, best_cost = None, math.inf
-        for radius in _RADII:
-            for dx, dy in _DIRECTIONS:
-                norm = math.hypot(dx, dy)
-                leader = radius >= _LEADER_FROM
-                art = _annotation(ax, short_tag(row["config_tag"], row["steps"]), row,
-                                  radius * dx / norm, radius * dy / norm, fontsize, leader)  # fmt: skip
-                box = text_box(art, renderer)
-                cost = _overlap(box, others + texts) + (0 if _contains(inside, box) else 1e9)
-                cost += _CROSSING * sum(_crosses(a, b, box) for a, b in leaders)
-                if leader:
-                    segment = (xy[i], _center(box))  # the line runs to the text's centre
-                    cost += _CROSSING * sum(_crosses(*segment, o) for o in others + texts)
-                if cost < best_cost:
-                    if best is not None:
-                        best.remove()
-                    best, best_cost, best_box = art, cost, box
-                    best_leader = segment if leader else None
-                else:
-                    art.remove()
-                if best_cost == 0:
-                    break
-            if best_cost == 0:
-                break
-        texts.append(best_box)
-        if best_leader is not None:
-            leaders.append(best_leader)
-        labels[i] = best
-    return labels
+    order = crowded_first(xy)
+    best: dict[int, _Placed] | None = None
+    for _ in range(_ATTEMPTS):
+        placed: dict[int, _Placed] = {}
+        for i in order:
+            placed[i] = _best_spot(ax, renderer, inside, points.iloc[i], xy[i], markers, i, placed, fontsize)
+        if best is None or _total(placed) < _total(best):
+            placed, best = best, placed  # ``placed`` is now the layout to discard
+        for p in (placed or {}).values():
+            p.art.remove()
+        stuck = [i for i in order if best[i].cost > 0]
+        if not stuck:
+            break
+        order = stuck + [i for i in order if i not in stuck]  # the stuck labels choose first
+    return [best[i].art for i in range(len(points))]
+
+
+def _total(placed: dict[int, _Placed]) -> float:
+    return sum(p.cost for p in placed.values())
+
+
+class _Placed(NamedTuple):
+    """A label's annotation, its text box, its leader segment (None: no leader) and its cost."""
+
+    art: Any
+    box: Any
+    leader: tuple[np.ndarray, np.ndarray] | None
+    cost: float
+
+
+def _best_spot(ax, renderer, inside, row: pd.Series, at: np.ndarray, markers: list, i: int,
+               placed: dict[int, _Placed], fontsize: float) -> _Placed:  # fmt: skip
+    """The first free candidate offset for point ``i`` at display position ``at``, else the
+    cheapest: overlap with the other markers and the ``placed`` labels, leaving the axes, and
+    leader lines crossing boxes (its own through others', others' through its box)."""
+    others = markers[:i] + markers[i + 1 :]
+    texts = [p.box for p in placed.values()]
+    leaders = [p.leader for p in placed.values() if p.leader is not None]
+    best: _Placed | None = None
+    for radius in _RADII:
+        for dx, dy in _DIRECTIONS:
+            norm = math.hypot(dx, dy)
+            leader = radius >= _LEADER_FROM
+            art = _annotation(ax, short_tag(row["config_tag"], row["steps"]), row,
+                              radius * dx / norm, radius * dy / norm, fontsize, leader)  # fmt: skip
+            box = text_box(art, renderer)
+            cost = _overlap(box, others + texts) + (0 if _contains(inside, box) else 1e9)
+            cost += _CROSSING * sum(_crosses(a, b, box) for a, b in leaders)
+            segment = (at, _center(box)) if leader else None  # the line runs to the text's centre
+            if segment is not None:
+                cost += _CROSSING * sum(_crosses(*segment, o) for o in others + texts)
+            if best is None or cost < best.cost:
+                if best is not None:
+                    best.art.remove()
+                best = _Placed(art, box, segment, cost)
+            else:
+                art.remove()
+            if best.cost == 0:
+                return best
+    return best
 
 
 def text_box(art, renderer):
