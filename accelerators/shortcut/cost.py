@@ -3,11 +3,13 @@
 Measured side by side in one process, on the same batch rows: FLOPs (torch's counter with
 attention included, ``bench.flops``) and wall-clock latency of (a) one full base forward +
 head (what a vanilla step of the loop runs), (b) one shortcut call + head (a shortcut step),
-for the shipped weights of each variant. The calls are timed interleaved (a then b, then b
-then a, ... ``bench.timing.interleaved_replicates``) and c in latency is the median of the
-paired ratios b_j / a_j, the way the loop's speed-ups are paired per round, so load that
-drifts between replicates cancels instead of landing on one side; the process keeps freed
-memory (``bench.timing.keep_freed_memory``), as the overhead benchmark does. Then, for the
+(c) the blocks alone and (d) the network alone (the paper's "1/20 of the base" compares
+these), for the shipped weights of each variant (``accelerators.shortcut.step_cost``). The
+calls are timed interleaved (a, b, c, d, then d, c, b, a, ...
+``bench.timing.interleaved_replicates``) and c in latency is the median of the paired ratios
+b_j / a_j (the network-only ratio: d_j / c_j), the way the loop's speed-ups are paired per
+round, so load that drifts between replicates cancels instead of landing on one side; the
+process keeps freed memory (``bench.timing.keep_freed_memory``), as the overhead benchmark does. Then, for the
 B-of-N schedules asked for, the cost-model speed-up limit S* = N / (B + (N - B) * c) against
 vanilla at N (Zhu et al., arXiv 2602.23996, Sec. 3 on the cost model; the paper reports
 c ~ 1/24 for MaskGIT). On a base model

@@ -52,8 +52,9 @@ SPECIALS = 4  # BOA, BOI, EOI, EOA
 # ------------------------------------------------------------------------ a loaded model
 @torch.no_grad()
 def measure_dimoo_cost(model: BaseModel, net: DiMOOShortcutNet, rows: int, replicates: int = 7) -> dict:
-    """FLOPs and median latency per row of a base forward and a shortcut step (+ head each), on
-    ``rows`` stacked rows of the model's CFG streams (rows / 2 images with guidance); same keys as
+    """FLOPs and median latency per row of a base forward and a shortcut step (+ head each), and of
+    the blocks and the network alone, timed interleaved (``step_cost.measure_calls``), on ``rows``
+    stacked rows of the model's CFG streams (rows / 2 images with guidance); same keys as
     ``accelerators.shortcut.cost.measure_cost``."""
     settings = model.default_sampling
     streams = 2 if settings.cfg_weight != 0 else 1
