@@ -48,8 +48,10 @@ def place_labels(fig, ax, points: pd.DataFrame, fontsize: float = 6) -> list:
         for i in order:
             placed[i] = _best_spot(ax, renderer, inside, points.iloc[i], xy[i], markers, i, placed, fontsize)
         if best is None or _total(placed) < _total(best):
-            placed, best = best, placed  # ``placed`` is now the layout to discard
-        for p in (placed or {}).values():
+            discard, best = best or {}, placed
+        else:
+            discard = placed
+        for p in discard.values():
             p.art.remove()
         stuck = [i for i in order if best[i].cost > 0]
         if not stuck:
@@ -79,13 +81,13 @@ def _best_spot(ax, renderer, inside, row: pd.Series, at: np.ndarray, markers: li
     others = markers[:i] + markers[i + 1 :]
     texts = [p.box for p in placed.values()]
     leaders = [p.leader for p in placed.values() if p.leader is not None]
+    text = short_tag(row["config_tag"], row["steps"])
     best: _Placed | None = None
     for radius in _RADII:
         for dx, dy in _DIRECTIONS:
             norm = math.hypot(dx, dy)
             leader = radius >= _LEADER_FROM
-            art = _annotation(ax, short_tag(row["config_tag"], row["steps"]), row,
-                              radius * dx / norm, radius * dy / norm, fontsize, leader)  # fmt: skip
+            art = _annotation(ax, text, row, radius * dx / norm, radius * dy / norm, fontsize, leader)
             box = text_box(art, renderer)
             cost = _overlap(box, others + texts) + (0 if _contains(inside, box) else 1e9)
             cost += _CROSSING * sum(_crosses(a, b, box) for a, b in leaders)

@@ -24,6 +24,7 @@ import time
 import numpy as np
 import torch
 
+from bench import stats
 from bench.timing import timing_threads
 
 BLOCKS = (4, 16, 64)
@@ -54,8 +55,8 @@ def sample_times(seconds: float, sample_s: float, size: int = 512) -> tuple[np.n
 
 
 def cv(x: np.ndarray) -> float:
-    """Coefficient of variation std / mean (population std)."""
-    return float(np.std(x) / np.mean(x))
+    """Coefficient of variation of the samples, with the population std (``bench.stats.cv``)."""
+    return stats.cv(x, ddof=0)
 
 
 def block_cv(x: np.ndarray, block: int) -> float:

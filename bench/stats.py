@@ -189,12 +189,13 @@ def spread_interval(value: float, resampled: Sequence[float]) -> Estimate:
     return Estimate(value, value - half, value + half)
 
 
-def cv(values: Sequence[float]) -> float:
-    """Coefficient of variation std / mean (sample std); NaN for fewer than 2 values."""
+def cv(values: Sequence[float], ddof: int = 1) -> float:
+    """Coefficient of variation std / mean (sample std; ``ddof=0``: population std); NaN for
+    fewer than 2 values."""
     x = np.asarray(values, dtype=float)
     if x.size < 2 or x.mean() == 0:
         return math.nan
-    return float(x.std(ddof=1) / x.mean())
+    return float(x.std(ddof=ddof) / x.mean())
 
 
 def saving_realised(speedup: float, flop_speedup: float) -> float:
